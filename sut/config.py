@@ -1,0 +1,197 @@
+"""The reference stack's configuration: one TOML file (see docs/reference-stack.md), typed."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+DISTRIBUTIONS = ("constant", "normal", "lognormal", "uniform")
+ENGINES = ("model", "real")
+
+
+class StackConfigError(ValueError):
+    """A stack config value is missing or wrong; the message names the key."""
+
+
+@dataclass(frozen=True)
+class LatencyModel:
+    distribution: str = "constant"
+    ms: float = 0.0
+    mean_ms: float = 0.0
+    sd_ms: float = 0.0
+    median_ms: float = 0.0
+    sigma: float = 0.0
+    min_ms: float = 0.0
+    max_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    port: int
+    engine: str = "model"
+    workers: int = 4
+    latency: LatencyModel = field(default_factory=LatencyModel)
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    https_port: int = 8443
+    server_name: str = "localhost"
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    port: int = 3000
+    rtc_min_port: int = 40000
+    rtc_max_port: int = 40999
+    announced_ip: str = "127.0.0.1"
+    vad_threshold_dbfs: float = -50.0
+    vad_hangover_ms: int = 400
+    max_utterance_ms: int = 15000
+    source_language: str = "en"
+    target_language: str = "es"
+    request_timeout_ms: int = 10000
+
+
+@dataclass(frozen=True)
+class FaultsConfig:
+    tts_down: bool = False
+    stt_down: bool = False
+    translation_down: bool = False
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    name: str
+    host: str
+    ground_truth: bool
+    fixtures: Path
+    proxy: ProxyConfig
+    gateway: GatewayConfig
+    stt: ServiceConfig
+    translation: ServiceConfig
+    tts: ServiceConfig
+    faults: FaultsConfig
+
+    def service(self, name: str) -> ServiceConfig:
+        return {"stt": self.stt, "translation": self.translation, "tts": self.tts}[name]
+
+    def with_port_offset(self, offset: int) -> StackConfig:
+        """Same stack on shifted ports, so tests can run beside a stack already up."""
+        if offset == 0:
+            return self
+        from dataclasses import replace
+
+        gw = self.gateway
+        return replace(
+            self,
+            proxy=replace(self.proxy, https_port=self.proxy.https_port + offset),
+            gateway=replace(
+                gw,
+                port=gw.port + offset,
+                rtc_min_port=gw.rtc_min_port + offset * 10,
+                rtc_max_port=gw.rtc_max_port + offset * 10,
+            ),
+            stt=replace(self.stt, port=self.stt.port + offset),
+            translation=replace(self.translation, port=self.translation.port + offset),
+            tts=replace(self.tts, port=self.tts.port + offset),
+        )
+
+
+def _build(cls: type, table: dict[str, Any], where: str) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    for key in table:
+        if key not in known:
+            raise StackConfigError(f"unknown key '{where}.{key}' (known: {', '.join(sorted(known))})")
+    kwargs: dict[str, Any] = {}
+    for name, value in table.items():
+        expected = known[name].type
+        if name == "latency":
+            kwargs[name] = _latency(value, f"{where}.latency")
+            continue
+        numeric = expected in ("int", "float")
+        if numeric and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise StackConfigError(f"'{where}.{name}' must be a number, got {value!r}")
+        if expected == "bool" and not isinstance(value, bool):
+            raise StackConfigError(f"'{where}.{name}' must be true or false, got {value!r}")
+        if expected == "str" and not isinstance(value, str):
+            raise StackConfigError(f"'{where}.{name}' must be a string, got {value!r}")
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _latency(table: Any, where: str) -> LatencyModel:
+    if not isinstance(table, dict):
+        raise StackConfigError(f"'{where}' must be a table")
+    model: LatencyModel = _build(LatencyModel, table, where)
+    if model.distribution not in DISTRIBUTIONS:
+        raise StackConfigError(
+            f"'{where}.distribution' must be one of {DISTRIBUTIONS}, got {model.distribution!r}"
+        )
+    return model
+
+
+def _service(doc: dict[str, Any], name: str, default_port: int) -> ServiceConfig:
+    table = dict(doc.get(name, {}))
+    table.setdefault("port", default_port)
+    svc: ServiceConfig = _build(ServiceConfig, table, name)
+    if svc.engine not in ENGINES:
+        raise StackConfigError(f"'{name}.engine' must be one of {ENGINES}, got {svc.engine!r}")
+    if svc.workers < 1:
+        raise StackConfigError(f"'{name}.workers' must be >= 1, got {svc.workers}")
+    return svc
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A path, or a bare name of a file in sut/configs (``fixed-delays`` → sut/configs/fixed-delays.toml)."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    candidate = CONFIG_DIR / f"{name_or_path}.toml"
+    if candidate.exists():
+        return candidate
+    candidate = CONFIG_DIR / str(name_or_path)
+    if candidate.exists():
+        return candidate
+    raise StackConfigError(f"stack config not found: {name_or_path}")
+
+
+def load_stack_config(name_or_path: str | Path = "default") -> StackConfig:
+    path = resolve_config_path(name_or_path)
+    try:
+        doc = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise StackConfigError(f"{path}: not valid TOML: {exc}") from None
+    allowed = {"stack", "proxy", "gateway", "stt", "translation", "tts", "faults"}
+    for key in doc:
+        if key not in allowed:
+            raise StackConfigError(f"{path}: unknown section '[{key}]' (known: {', '.join(sorted(allowed))})")
+    stack = dict(doc.get("stack", {}))
+    for key in stack:
+        if key not in ("host", "ground_truth", "fixtures", "name"):
+            raise StackConfigError(f"{path}: unknown key 'stack.{key}'")
+    host = stack.get("host", "127.0.0.1")
+    if not (host.startswith("127.") or host in ("::1", "localhost")):
+        raise StackConfigError(f"'stack.host' must be a loopback address, got {host!r}")
+    fixtures = Path(stack.get("fixtures", "fixtures/audio/manifest.json"))
+    if not fixtures.is_absolute():
+        fixtures = REPO_ROOT / fixtures
+    try:
+        return StackConfig(
+            name=stack.get("name", path.stem),
+            host=host,
+            ground_truth=bool(stack.get("ground_truth", True)),
+            fixtures=fixtures,
+            proxy=_build(ProxyConfig, doc.get("proxy", {}), "proxy"),
+            gateway=_build(GatewayConfig, doc.get("gateway", {}), "gateway"),
+            stt=_service(doc, "stt", 8002),
+            translation=_service(doc, "translation", 8005),
+            tts=_service(doc, "tts", 8003),
+            faults=_build(FaultsConfig, doc.get("faults", {}), "faults"),
+        )
+    except StackConfigError as exc:
+        raise StackConfigError(f"{path}: {exc}") from None
