@@ -1,0 +1,299 @@
+"""The run report's charts. Inputs are aggregates and a few thousand points at most, never 1M artists."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.patches import Patch, Rectangle
+
+from loadtest.report.charts_common import (
+    BAND_COLOR,
+    CALLERS_COLOR,
+    Q_STYLES,
+    STAGE_COLORS,
+    TARGET_COLOR,
+    new_figure,
+    no_data,
+    save,
+    style,
+)
+from loadtest.report.model import BUDGET_BANDS, PIPELINE_STAGES, STAGES, ChartFile, RunSummary
+from loadtest.report.stats import clean_sorted
+from loadtest.report.timeseries import TimeSeries
+
+CDF_POINTS = 2001
+MIN_LEVEL_SAMPLES = 20
+
+
+def render_run_charts(
+    out_dir: Path, summary: RunSummary, ts: TimeSeries, values: dict[str, np.ndarray]
+) -> list[ChartFile]:
+    """Every chart of one run into out_dir (PNG + SVG each); knee and RTC charts only when meaningful."""
+    charts = []
+    with style():
+        charts.append(e2e_cdf(out_dir, summary, values["e2e"]))
+        charts.append(stage_distributions(out_dir, summary, values))
+        charts.append(stage_breakdown(out_dir, summary))
+        charts.append(latency_over_time(out_dir, summary, ts))
+        if len([lv for lv in summary.levels if lv.stages["e2e"].count >= MIN_LEVEL_SAMPLES]) > 1:
+            charts.append(latency_vs_callers(out_dir, summary))
+        charts.append(errors_over_time(out_dir, ts))
+        if ts.rtc:
+            charts.append(rtc_over_time(out_dir, ts))
+    return charts
+
+
+def _target_line(ax, target_ms: float, vertical: bool = True) -> None:
+    line = ax.axvline if vertical else ax.axhline
+    line(target_ms, color=TARGET_COLOR, ls="--", lw=1.5, label=f"target {target_ms:.0f} ms")
+
+
+def e2e_cdf(out_dir: Path, summary: RunSummary, e2e: np.ndarray) -> ChartFile:
+    fig, ax = new_figure()
+    x = clean_sorted(e2e)
+    sent = summary.counts.sent
+    target = summary.target_ms
+    if x.size == 0 or sent == 0:
+        no_data(ax, "no e2e samples")
+    else:
+        # Quantile function at fixed probabilities: exact curve shape, constant cost at any row count.
+        p = np.linspace(0.0, 1.0, CDF_POINTS)
+        xq = np.quantile(x, p)
+        y = p * (x.size / sent)  # y is a share of *sent* utterances: timeouts/errors keep the curve below 1
+        ax.plot(xq, y * 100, color=STAGE_COLORS["e2e"], lw=2, label="e2e (voice to voice)")
+        _target_line(ax, target)
+        share = summary.rates.e2e_under_target
+        ax.axhline(share * 100, color="#777777", ls=":", lw=1)
+        ax.annotate(
+            f"{share:.1%} of sent utterances under {target:.0f} ms",
+            xy=(target, share * 100),
+            xytext=(10, -18),
+            textcoords="offset points",
+            fontsize=10,
+            color=TARGET_COLOR,
+        )
+        ax.set_xlim(0, max(float(np.quantile(x, 0.999)) * 1.05, target * 1.15))
+        ax.set_ylim(0, 101)
+        ax.legend(loc="lower right")
+    ax.set_xlabel("e2e latency (ms): end of speech → first translated audio")
+    ax.set_ylabel("utterances at or below (% of sent)")
+    ax.set_title("End-to-end latency, cumulative distribution")
+    caption = (
+        "Cumulative share of all sent utterances whose voice-to-voice latency is at or below x. "
+        "Timed-out and failed utterances never arrive, so the curve tops out at the success rate."
+    )
+    return save(fig, out_dir, "e2e_cdf", "E2E latency CDF", caption)
+
+
+def stage_distributions(out_dir: Path, summary: RunSummary, values: dict[str, np.ndarray]) -> ChartFile:
+    fig, ax = new_figure()
+    boxes, positions, names = [], [], []
+    for i, stage in enumerate(STAGES):
+        x = clean_sorted(values[stage])
+        if x.size == 0:
+            continue
+        q1, q5, q25, q50, q75, q95, q99 = np.quantile(x, [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99])
+        boxes.append(
+            {"whislo": q5, "q1": q25, "med": q50, "q3": q75, "whishi": q95, "fliers": [q1, q99], "label": stage}
+        )
+        positions.append(i)
+        names.append(stage)
+    if not boxes:
+        no_data(ax, "no stage latencies")
+    else:
+        for i, stage in enumerate(STAGES):
+            band = BUDGET_BANDS.get(stage)
+            if band:
+                ax.add_patch(
+                    Rectangle((i - 0.42, band[0]), 0.84, band[1] - band[0], color=BAND_COLOR, alpha=0.18, lw=0)
+                )
+        art = ax.bxp(boxes, positions=positions, widths=0.5, patch_artist=True, showfliers=True,
+                     flierprops={"marker": "_", "markersize": 14, "markeredgecolor": "#333333"},
+                     medianprops={"color": "black", "lw": 2})
+        for patch, name in zip(art["boxes"], names, strict=True):
+            patch.set_facecolor(STAGE_COLORS[name])
+            patch.set_alpha(0.55)
+        e2e_pos = STAGES.index("e2e")
+        ax.hlines(summary.target_ms, e2e_pos - 0.42, e2e_pos + 0.42, color=TARGET_COLOR, ls="--", lw=1.5)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(STAGES)), STAGES)
+        ax.set_xlim(-0.6, len(STAGES) - 0.4)
+        ax.legend(
+            handles=[
+                Patch(color=BAND_COLOR, alpha=0.3, label="production budget range"),
+                Patch(facecolor="white", edgecolor="black", label="box p25–p75, line p50, whiskers p5–p95"),
+                ax.plot([], [], "_", color="#333333", markersize=14, label="p1 / p99")[0],
+                ax.plot([], [], "--", color=TARGET_COLOR, label=f"e2e target {summary.target_ms:.0f} ms")[0],
+            ],
+            loc="upper left",
+        )
+    ax.set_ylabel("latency (ms, log scale)")
+    ax.set_xlabel("stage")
+    ax.set_title("Latency per stage")
+    caption = (
+        "Per-stage distributions (connect once per conversation). Green bands: production budget ranges "
+        "(connect/DTLS 50–100, STT 200–500, translation 50–150, TTS 300–800 ms)."
+    )
+    return save(fig, out_dir, "stage_distributions", "Per-stage distributions", caption)
+
+
+def stage_breakdown(out_dir: Path, summary: RunSummary) -> ChartFile:
+    fig, ax = new_figure(figsize=(10.0, 3.8))
+    rows = [("p50", "median (p50)"), ("p95", "p95")]
+    have = all(summary.stages[s].count for s in PIPELINE_STAGES)
+    if not have:
+        no_data(ax, "a pipeline stage has no samples")
+    else:
+        labels = []
+        for y, (stat, label) in enumerate([*rows, ("budget", "budget (upper)")]):
+            left = 0.0
+            for stage in PIPELINE_STAGES:
+                width = BUDGET_BANDS[stage][1] if stat == "budget" else summary.stages[stage].stat(stat)
+                ax.barh(y, width, left=left, color=STAGE_COLORS[stage], alpha=0.35 if stat == "budget" else 0.8,
+                        edgecolor="white", label=stage if y == 0 else None)
+                if width > 60:
+                    ax.text(left + width / 2, y, f"{width:.0f}", ha="center", va="center", fontsize=9)
+                left += width
+            labels.append(label)
+            if stat != "budget" and summary.stages["e2e"].count:
+                e2e = summary.stages["e2e"].stat(stat)
+                ax.plot([e2e, e2e], [y - 0.4, y + 0.4], color="black", lw=2.5,
+                        label="measured e2e at that percentile" if y == 0 else None)
+        _target_line(ax, summary.target_ms)
+        ax.set_yticks(range(len(labels)), labels)
+        ax.invert_yaxis()
+        ax.legend(loc="lower right", ncols=3)
+    ax.set_xlabel("latency (ms)")
+    ax.set_title("Where the time goes: STT + translation + TTS")
+    caption = (
+        "Stacked per-stage medians and p95s beside the production budget. Percentiles do not add up: the "
+        "black tick is the measured e2e percentile, usually below the sum of the stage p95s."
+    )
+    return save(fig, out_dir, "stage_breakdown", "Stage breakdown", caption)
+
+
+def _callers_axis(ax, ts: TimeSeries) -> None:
+    if not np.isfinite(ts.callers).any():
+        return
+    ax2 = ax.twinx()
+    ax2.fill_between(ts.t, np.nan_to_num(ts.callers), step="post", color=CALLERS_COLOR, alpha=0.12, lw=0)
+    ax2.step(ts.t, ts.callers, where="post", color=CALLERS_COLOR, lw=1.2, label="active callers")
+    ax2.set_ylabel("active callers")
+    ax2.set_ylim(0, max(1.0, float(np.nanmax(ts.callers))) * 1.15)
+    ax2.grid(False)
+    ax2.spines["right"].set_visible(True)
+    ax2.legend(loc="upper right")
+
+
+def latency_over_time(out_dir: Path, summary: RunSummary, ts: TimeSeries) -> ChartFile:
+    fig, ax = new_figure()
+    if ts.empty or not np.isfinite(ts.e2e_q).any():
+        no_data(ax, "no timed e2e samples")
+    else:
+        ax.scatter(ts.scatter_t, ts.scatter_e2e, s=3, color="#999999", alpha=0.35, lw=0, label="samples (subset)")
+        centers = ts.t + ts.bin_s / 2
+        for j, name in enumerate(("p50", "p95", "p99")):
+            color, ls = Q_STYLES[name]
+            ax.plot(centers, ts.e2e_q[:, j], color=color, ls=ls, lw=1.8, label=f"e2e {name} per {ts.bin_s:g} s")
+        _target_line(ax, summary.target_ms, vertical=False)
+        top = max(float(np.nanmax(ts.e2e_q[:, 2])) * 1.15, summary.target_ms * 1.15)
+        ax.set_ylim(0, top)
+        ax.set_xlim(0, float(ts.t[-1] + ts.bin_s))
+        ax.legend(loc="upper left")
+        _callers_axis(ax, ts)
+    ax.set_xlabel("time since run start (s)")
+    ax.set_ylabel("e2e latency (ms)")
+    ax.set_title("E2E latency over time")
+    caption = (
+        f"Exact e2e percentiles per {ts.bin_s:g} s bin of planned send time, a random subset of samples "
+        "behind them, and the active callers (right axis)."
+    )
+    return save(fig, out_dir, "latency_over_time", "Latency over time", caption)
+
+
+def latency_vs_callers(out_dir: Path, summary: RunSummary) -> ChartFile:
+    fig, ax = new_figure()
+    levels = [lv for lv in summary.levels if lv.stages["e2e"].count >= MIN_LEVEL_SAMPLES]
+    x = np.array([lv.callers for lv in levels], dtype=float)
+    for name in ("p50", "p95", "p99"):
+        color, ls = Q_STYLES[name]
+        y = np.array([lv.stages["e2e"].stat(name) for lv in levels])
+        if name == "p95":
+            lo = np.array([lv.stages["e2e"].p95_ci.low for lv in levels])
+            hi = np.array([lv.stages["e2e"].p95_ci.high for lv in levels])
+            ax.errorbar(x, y, yerr=[y - lo, hi - y], color=color, ls=ls, marker="o", capsize=3,
+                        label="e2e p95 (95 % CI)")
+        else:
+            ax.plot(x, y, color=color, ls=ls, marker="o", label=f"e2e {name}")
+    for stage in PIPELINE_STAGES:
+        y = np.array([lv.stages[stage].p95 for lv in levels])
+        ax.plot(x, y, color=STAGE_COLORS[stage], ls="--", lw=1, marker=".", label=f"{stage} p95")
+    _target_line(ax, summary.target_ms, vertical=False)
+    if summary.capacity_callers is not None:
+        ax.axvline(summary.capacity_callers, color="#2e7d32", lw=1.2, ls="-.",
+                   label=f"capacity at target: {summary.capacity_callers} callers")
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="upper left", ncols=2)
+    ax2 = ax.twinx()
+    fail = np.array([(lv.rates.error_rate + lv.rates.timeout_rate) * 100 for lv in levels])
+    width = max(0.5, (np.ptp(x) / max(len(x), 1)) * 0.3) if len(x) > 1 else 0.5
+    ax2.bar(x, fail, width=width, color="#9e9e9e", alpha=0.35, label="failed (error + timeout) %")
+    ax2.set_ylabel("failed utterances (%)")
+    ax2.set_ylim(0, max(5.0, float(fail.max()) * 1.3) if fail.size else 5.0)
+    ax2.grid(False)
+    ax2.spines["right"].set_visible(True)
+    ax2.legend(loc="upper right")
+    ax.set_zorder(ax2.get_zorder() + 1)
+    ax.patch.set_visible(False)
+    ax.set_xlabel("active callers (summed over tester processes)")
+    ax.set_ylabel("latency (ms)")
+    ax.set_title("Latency vs concurrency (the knee)")
+    caption = (
+        f"Per caller level (levels with ≥ {MIN_LEVEL_SAMPLES} e2e samples): e2e percentiles, stage p95s and "
+        "the failed share. Capacity = highest level up to which e2e p95 stays under target with ≤ 1 % failed."
+    )
+    return save(fig, out_dir, "latency_vs_callers", "Latency vs concurrency", caption)
+
+
+def errors_over_time(out_dir: Path, ts: TimeSeries) -> ChartFile:
+    fig, ax = new_figure(figsize=(10.0, 4.0))
+    if ts.empty:
+        no_data(ax, "no timed samples")
+    else:
+        err = np.nan_to_num(ts.error_rate) * 100
+        tout = np.nan_to_num(ts.timeout_rate) * 100
+        ax.stackplot(ts.t, err, tout, step="post", colors=["#d62728", "#ff9800"], alpha=0.7,
+                     labels=["error", "timeout"])
+        ax.set_ylim(0, max(5.0, float((err + tout).max()) * 1.2))
+        ax.set_xlim(0, float(ts.t[-1] + ts.bin_s))
+        ax.legend(loc="upper left")
+        _callers_axis(ax, ts)
+    ax.set_xlabel("time since run start (s)")
+    ax.set_ylabel(f"share of utterances sent in the {ts.bin_s:g} s bin (%)")
+    ax.set_title("Errors and timeouts over time")
+    caption = "Share of the utterances sent in each time bin that ended in error or timeout, stacked."
+    return save(fig, out_dir, "errors_over_time", "Errors and timeouts over time", caption)
+
+
+RTC_LABELS = {"jitter_ms": ("jitter", "ms"), "packets_lost": ("packets lost", "packets"), "rtt_ms": ("RTT", "ms")}
+
+
+def rtc_over_time(out_dir: Path, ts: TimeSeries) -> ChartFile:
+    cols = list(ts.rtc)
+    fig, axes = new_figure(1, len(cols), figsize=(10.0, 3.6))
+    axes = np.atleast_1d(axes)
+    centers = ts.t + ts.bin_s / 2
+    for ax, col in zip(axes, cols, strict=True):
+        label, unit = RTC_LABELS.get(col, (col, ""))
+        q = ts.rtc[col]
+        ax.plot(centers, q[:, 0], color=Q_STYLES["p50"][0], label="p50")
+        ax.plot(centers, q[:, 1], color=Q_STYLES["p95"][0], label="p95")
+        ax.set_title(label)
+        ax.set_xlabel("time since run start (s)")
+        ax.set_ylabel(f"{label} ({unit})")
+        ax.set_ylim(bottom=0)
+        ax.legend(loc="upper left")
+    fig.suptitle("WebRTC stats over time", fontweight="bold")
+    caption = "Per-bin p50/p95 of the RTC stats the clients reported (listener's consumer, speaker's producer)."
+    return save(fig, out_dir, "rtc_stats", "RTC stats", caption)

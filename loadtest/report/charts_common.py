@@ -1,0 +1,85 @@
+"""Matplotlib setup shared by every chart: headless backend, house style, PNG + SVG output."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless; must precede pyplot
+
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from loadtest.report.model import ChartFile  # noqa: E402
+
+STAGE_COLORS = {
+    "connect": "#8c564b",
+    "stt": "#1f77b4",
+    "translation": "#ff7f0e",
+    "tts": "#2ca02c",
+    "e2e": "#d62728",
+}
+Q_STYLES = {"p50": ("#1f77b4", "-"), "p95": ("#d62728", "-"), "p99": ("#7f0000", ":")}
+TARGET_COLOR = "#b00020"
+BAND_COLOR = "#4caf50"
+CALLERS_COLOR = "#555555"
+FIGSIZE = (10.0, 4.8)
+DPI = 100
+
+RC = {
+    "svg.fonttype": "none",  # text stays text: small SVGs, selectable in the HTML
+    "svg.hashsalt": "loadtest-report",  # deterministic ids across builds
+    "font.size": 10,
+    "axes.titlesize": 12,
+    "axes.titleweight": "bold",
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "legend.fontsize": 9,
+    "legend.framealpha": 0.85,
+}
+
+
+def style() -> contextlib.AbstractContextManager[None]:
+    """The house style, scoped: rcParams are read while artists are made, so wrap whole chart builds."""
+    return matplotlib.rc_context(RC)
+
+
+def new_figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = FIGSIZE) -> tuple[Figure, Any]:
+    return plt.subplots(nrows, ncols, figsize=figsize, dpi=DPI, layout="constrained")
+
+
+def save(fig: Figure, out_dir: Path, name: str, title: str, caption: str) -> ChartFile:
+    """Write <name>.png and <name>.svg, close the figure, keep the SVG text for inlining."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png, svg = out_dir / f"{name}.png", out_dir / f"{name}.svg"
+    fig.savefig(png, dpi=DPI)
+    fig.savefig(svg, metadata={"Date": None})
+    plt.close(fig)
+    return ChartFile(name, title, caption, png, svg, inline_svg(svg.read_text(encoding="utf-8"), name))
+
+
+_ID = re.compile(r'\bid="([^"]+)"')
+_URL = re.compile(r"url\(#([^)]+)\)")
+_HREF = re.compile(r'(xlink:href|href)="#([^"]+)"')
+
+
+def inline_svg(text: str, prefix: str) -> str:
+    """SVG fit to sit inside HTML: no XML prologue/doctype, ids prefixed so charts never share an id."""
+    start = text.find("<svg")
+    body = text[start:] if start >= 0 else text
+    body = _ID.sub(lambda m: f'id="{prefix}-{m.group(1)}"', body)
+    body = _URL.sub(lambda m: f"url(#{prefix}-{m.group(1)})", body)
+    body = _HREF.sub(lambda m: f'{m.group(1)}="#{prefix}-{m.group(2)}"', body)
+    return body
+
+
+def no_data(ax: Any, text: str = "no data") -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=14, color="#777777")
+    ax.set_xticks([])
+    ax.set_yticks([])

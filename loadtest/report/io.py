@@ -1,0 +1,165 @@
+"""Reading a run directory: samples.parquet, or the journal shards of a run that never merged them."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from loadtest.report.model import EXTRA_METRICS, STAGES
+
+SAMPLES_FILE = "samples.parquet"
+JOURNAL_DIR = "journal"
+RUN_FAILED_FILE = "run-failed.json"
+RUN_META_FILE = "run-meta.json"
+
+# Only what the report uses is read: at 1M rows the text columns (transcripts, references) would cost
+# more memory than everything else together.
+REPORT_COLUMNS: tuple[str, ...] = (
+    "run_id",
+    "worker",
+    "conversation",
+    "wall_start",
+    "status",
+    "status_stage",
+    "error",
+    "active_users",
+    *(f"{s}_ms" for s in STAGES),
+    *EXTRA_METRICS,
+)
+
+
+class SamplesError(RuntimeError):
+    """The run directory has no readable samples at all."""
+
+
+@dataclass
+class LoadedSamples:
+    frame: pd.DataFrame
+    source: str  # "samples.parquet" | "journal" | "none"
+    partial: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def load_samples(run_dir: Path, all_columns: bool = False) -> LoadedSamples:
+    """The run's rows; an empty frame (source "none") when neither samples.parquet nor a journal exists."""
+    parquet = run_dir / SAMPLES_FILE
+    if parquet.is_file():
+        schema_names = set(pq.read_schema(parquet).names)
+        cols = None if all_columns else [c for c in REPORT_COLUMNS if c in schema_names]
+        frame = pd.read_parquet(parquet, columns=cols)
+        return LoadedSamples(normalise(frame), SAMPLES_FILE)
+    shards = sorted((run_dir / JOURNAL_DIR).glob("*.jsonl"))
+    if shards:
+        return _load_journal(shards, all_columns)
+    return LoadedSamples(normalise(pd.DataFrame()), "none")
+
+
+def _load_journal(shards: list[Path], all_columns: bool) -> LoadedSamples:
+    """Parse JSON-lines shards, tolerating what a killed writer leaves: a truncated (or corrupt) line.
+
+    A line that does not parse is skipped and makes the report partial; the last line of a shard without
+    its trailing newline is the usual case (the process died mid-write).
+    """
+    records: list[dict[str, Any]] = []
+    notes: list[str] = []
+    partial = False
+    wanted = None if all_columns else set(REPORT_COLUMNS)
+    for shard in shards:
+        bad = 0
+        with shard.open("rb") as fh:
+            for raw in fh:
+                if not raw.strip():
+                    continue
+                try:
+                    obj = json.loads(raw)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    bad += 1
+                    continue
+                if not isinstance(obj, dict):
+                    bad += 1
+                    continue
+                records.append(obj if wanted is None else {k: v for k, v in obj.items() if k in wanted})
+        if bad:
+            partial = True
+            notes.append(f"journal shard {shard.name}: {bad} unreadable line(s) skipped (truncated by a kill?)")
+    frame = pd.DataFrame.from_records(records) if records else pd.DataFrame()
+    return LoadedSamples(normalise(frame), JOURNAL_DIR, partial=partial, notes=notes)
+
+
+def normalise(frame: pd.DataFrame) -> pd.DataFrame:
+    """Give every column the report reads a predictable dtype; absent columns become all-missing."""
+    out = frame.copy() if not frame.empty else pd.DataFrame(index=pd.RangeIndex(0))
+    n = len(out)
+    for col in (*(f"{s}_ms" for s in STAGES), *EXTRA_METRICS, "wall_start"):
+        if col in out.columns:
+            out[col] = pd.to_numeric(out[col], errors="coerce").astype("float64")
+        else:
+            out[col] = pd.Series([float("nan")] * n, index=out.index, dtype="float64")
+    if "active_users" in out.columns:
+        out["active_users"] = pd.to_numeric(out["active_users"], errors="coerce").astype("float64")
+    else:
+        out["active_users"] = pd.Series([float("nan")] * n, index=out.index, dtype="float64")
+    for col in ("status", "status_stage", "error", "worker", "conversation", "run_id"):
+        if col not in out.columns:
+            out[col] = pd.Series([None] * n, index=out.index, dtype="object")
+    # Categorical: 1M repeated short strings cost ~1 byte each instead of a Python object each.
+    for col in ("status", "status_stage", "worker"):
+        out[col] = out[col].astype("category")
+    return out
+
+
+def read_run_failed(run_dir: Path) -> str | None:
+    """The error text of run_dir/run-failed.json (the run's own failure marker), or None when absent."""
+    marker = run_dir / RUN_FAILED_FILE
+    if not marker.is_file():
+        return None
+    try:
+        data = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        return f"run failed (unreadable {RUN_FAILED_FILE}: {exc})"
+    if isinstance(data, dict) and data.get("error"):
+        return str(data["error"])
+    return "run failed (no error text in run-failed.json)"
+
+
+def read_json(path: Path) -> Any | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Atomic write (temp file + rename) so a reader never sees half a summary or index."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, allow_nan=False)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_csv(run_dir: Path, out_dir: Path) -> Path:
+    """samples.csv with every column (re-read in full: the report frame holds only what it needs)."""
+    loaded = load_samples(run_dir, all_columns=True)
+    path = out_dir / "samples.csv"
+    loaded.frame.to_csv(path, index=False)
+    return path

@@ -1,0 +1,243 @@
+"""Typed records that cross module lines inside `loadtest.report` (JSON only at the edges, see serialize.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+
+# Stage columns in the raw samples (`<stage>_ms`), in pipeline order.
+STAGES: tuple[str, ...] = ("connect", "stt", "translation", "tts", "e2e")
+# The stages that add up to e2e (stt + translation + tts = e2e by construction of the timeline).
+PIPELINE_STAGES: tuple[str, ...] = ("stt", "translation", "tts")
+# Other per-utterance numeric columns worth a distribution when present (RTC stats, quality, tester health).
+EXTRA_METRICS: tuple[str, ...] = (
+    "jitter_ms",
+    "packets_lost",
+    "rtt_ms",
+    "send_lateness_p99_ms",
+    "tts_audio_ms",
+    "wer",
+    "chrf",
+)
+# Production per-stage budget ranges (ms): drawn as reference bands, never used as verdicts by themselves.
+BUDGET_BANDS: dict[str, tuple[float, float]] = {
+    "connect": (50.0, 100.0),
+    "stt": (200.0, 500.0),
+    "translation": (50.0, 150.0),
+    "tts": (300.0, 800.0),
+}
+DEFAULT_TARGET_MS = 1500.0
+
+EXIT_OK = 0
+EXIT_THRESHOLD_FAILED = 1
+EXIT_REGRESSION = 2
+EXIT_RUN_FAILED = 3
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A confidence interval; NaN bounds when there was nothing to resample."""
+
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class StageStats:
+    """Exact distribution figures of one latency column (ms), over the rows where it was measured."""
+
+    count: int
+    mean: float
+    min: float
+    p50: float
+    p90: float
+    p95: float
+    p99: float
+    max: float
+    p50_ci: Interval
+    p95_ci: Interval
+    p99_ci: Interval
+
+    def stat(self, name: str) -> float:
+        """Look a statistic up by its threshold name (`p95`, `mean`, `count`, ...)."""
+        if name not in STAT_NAMES:
+            raise KeyError(name)
+        return float(getattr(self, name))
+
+
+STAT_NAMES: tuple[str, ...] = ("count", "mean", "min", "p50", "p90", "p95", "p99", "max")
+
+
+@dataclass(frozen=True)
+class UtteranceCounts:
+    sent: int
+    ok: int
+    timeout: int
+    error: int
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Outcome rates over all sent utterances (NaN when nothing was sent)."""
+
+    error_rate: float
+    timeout_rate: float
+    e2e_under_target: float
+    e2e_under_target_count: int
+
+
+@dataclass(frozen=True)
+class LevelSummary:
+    """The same figures restricted to one active-caller level (step load shapes)."""
+
+    callers: int
+    counts: UtteranceCounts
+    rates: Rates
+    stages: dict[str, StageStats]
+
+
+@dataclass(frozen=True)
+class NamedCount:
+    name: str
+    count: int
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A parsed budget expression such as `e2e.p95 < 1500`."""
+
+    expression: str
+    metric: str
+    op: str
+    limit: float
+
+
+@dataclass(frozen=True)
+class ThresholdVerdict:
+    threshold: Threshold
+    observed: float
+    verdict: str  # "pass" | "fail" | "no-data"
+
+
+@dataclass
+class RunMetadata:
+    """Where and how the run was made; every field optional so a bare `report` on old data still works."""
+
+    run_id: str | None = None
+    target: str | None = None
+    config_path: str | None = None
+    scenario: str | None = None
+    callers: int | None = None
+    workers: int | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    duration_s: float | None = None
+    insecure_tls: bool | None = None
+    python_version: str | None = None
+    aiortc_version: str | None = None
+    locust_version: str | None = None
+    pymediasoup_version: str | None = None
+    tester_version: str | None = None
+    git_commit: str | None = None
+    git_dirty: bool | None = None
+    hostname: str | None = None
+    command: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StageComparison:
+    """Baseline vs candidate for one stage: quantile deltas with bootstrap CIs and a rank test."""
+
+    stage: str
+    baseline_count: int
+    candidate_count: int
+    quantiles: tuple[QuantileDelta, ...]
+    mannwhitney_p: float  # one-sided: candidate stochastically larger (slower) than baseline
+    significant: bool  # the 95 % CI of the p95 difference lies entirely above zero
+    regression: bool  # significant AND beyond both tolerances
+    improvement: bool  # mirror image, for the report only
+
+
+@dataclass(frozen=True)
+class QuantileDelta:
+    q: str  # "p50" | "p95" | "p99"
+    baseline: float
+    candidate: float
+    delta_ms: float
+    delta_pct: float
+    delta_ci: Interval
+
+
+@dataclass(frozen=True)
+class Comparison:
+    baseline_dir: str
+    candidate_dir: str
+    tolerance_pct: float
+    tolerance_ms: float
+    stages: tuple[StageComparison, ...]
+    baseline_rates: Rates | None
+    candidate_rates: Rates | None
+
+    @property
+    def regressions(self) -> list[str]:
+        return [s.stage for s in self.stages if s.regression]
+
+
+@dataclass
+class RunSummary:
+    """Everything summary.json says about one run."""
+
+    target_ms: float
+    partial: bool
+    source: str
+    counts: UtteranceCounts
+    rates: Rates
+    stages: dict[str, StageStats]
+    metrics: dict[str, StageStats]
+    levels: list[LevelSummary]
+    capacity_callers: int | None
+    timeouts_by_stage: list[NamedCount]
+    errors_by_stage: list[NamedCount]
+    top_errors: list[NamedCount]
+    thresholds: list[ThresholdVerdict]
+    metadata: RunMetadata
+    warnings: list[str]
+    run_failed: str | None
+    bootstrap_resamples: int
+    bootstrap_seed: int
+    comparison: Comparison | None = None
+    verdict: str = "pass"
+    exit_code: int = EXIT_OK
+
+
+@dataclass(frozen=True)
+class ChartFile:
+    """One chart, written as PNG and SVG; `svg` is kept in memory for inlining into the HTML."""
+
+    name: str
+    title: str
+    caption: str
+    png: Path
+    svg_path: Path
+    svg: str
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    summary: RunSummary
+    exit_code: int
+    summary_path: Path
+    html_path: Path
+    charts: tuple[ChartFile, ...]
+    csv_path: Path | None = None
+
+    @property
+    def verdicts(self) -> list[ThresholdVerdict]:
+        return self.summary.thresholds
+
+    @property
+    def partial(self) -> bool:
+        return self.summary.partial

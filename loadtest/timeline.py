@@ -1,0 +1,255 @@
+"""One utterance's life on one monotonic clock, and which timestamps make which stage.
+
+Pure data and pure functions: everything here is unit-tested without a network.
+Stage definitions (ARCHITECTURE.md):
+  stt         = transcript event − end of speech (last voiced packet sent)
+  translation = translation event − transcript event
+  tts         = first translated audio at the listener − translation event
+  e2e         = first translated audio at the listener − end of speech
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+
+STAGES = ("connect", "stt", "translation", "tts", "e2e")
+PIPELINE_STAGES = ("stt", "translation", "tts", "e2e")
+
+
+class Status(StrEnum):
+    OK = "ok"
+    TIMEOUT = "timeout"
+    ERROR = "error"
+
+
+# The order in which an utterance reaches its milestones; a timeout names the last one reached.
+MILESTONES = ("planned", "sent", "stt", "translation", "tts_event", "audio")
+
+
+@dataclass
+class UtteranceTimeline:
+    """Everything measured about one utterance. ``t_*``: seconds, tester's CLOCK_MONOTONIC."""
+
+    utterance_id: str
+    conversation: str
+    seq: int
+    fixture_id: str
+    source_language: str
+    target_language: str
+    t_planned: float
+    wall_start: float
+    t_send_start: float | None = None
+    t_speech_end: float | None = None
+    t_transcript: float | None = None
+    t_translation: float | None = None
+    t_tts_event: float | None = None
+    t_audio_onset: float | None = None
+    server_utterance_id: str | None = None
+    server_speech_end: float | None = None
+    server_transcript: float | None = None
+    server_translation: float | None = None
+    server_tts: float | None = None
+    transcript: str | None = None
+    translation: str | None = None
+    tts_audio_ms: float | None = None
+    tts_rtp_timestamp: int | None = None
+    error: str | None = None
+    error_stage: str | None = None
+    send_lateness: list[float] = field(default_factory=list, repr=False)
+
+    def last_milestone(self) -> str:
+        reached = {
+            "planned": True,
+            "sent": self.t_speech_end is not None,
+            "stt": self.t_transcript is not None,
+            "translation": self.t_translation is not None,
+            "tts_event": self.t_tts_event is not None,
+            "audio": self.t_audio_onset is not None,
+        }
+        last = "planned"
+        for name in MILESTONES:
+            if reached[name]:
+                last = name
+        return last
+
+    def is_complete(self) -> bool:
+        return self.error is not None or (
+            self.t_audio_onset is not None
+            and self.t_translation is not None
+            and self.t_transcript is not None
+            and self.t_speech_end is not None
+        )
+
+
+def _ms(later: float | None, earlier: float | None) -> float | None:
+    if later is None or earlier is None:
+        return None
+    return (later - earlier) * 1000.0
+
+
+@dataclass(frozen=True)
+class StageLatencies:
+    stt_ms: float | None
+    translation_ms: float | None
+    tts_ms: float | None
+    e2e_ms: float | None
+
+
+def stage_latencies(tl: UtteranceTimeline) -> StageLatencies:
+    return StageLatencies(
+        stt_ms=_ms(tl.t_transcript, tl.t_speech_end),
+        translation_ms=_ms(tl.t_translation, tl.t_transcript),
+        tts_ms=_ms(tl.t_audio_onset, tl.t_translation),
+        e2e_ms=_ms(tl.t_audio_onset, tl.t_speech_end),
+    )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: Status
+    status_stage: str | None
+    error: str | None
+
+
+def outcome(tl: UtteranceTimeline) -> Outcome:
+    """Exactly one status per utterance: ok, timeout (naming the last stage reached) or error."""
+    if tl.error is not None:
+        return Outcome(Status.ERROR, tl.error_stage, tl.error)
+    if tl.is_complete():
+        return Outcome(Status.OK, None, None)
+    last = tl.last_milestone()
+    return Outcome(Status.TIMEOUT, last, f"no {_next_milestone(last)} after {last}")
+
+
+def _next_milestone(name: str) -> str:
+    index = MILESTONES.index(name)
+    return MILESTONES[min(index + 1, len(MILESTONES) - 1)]
+
+
+def lateness_p99_ms(samples: list[float]) -> float | None:
+    if not samples:
+        return None
+    ordered = sorted(samples)
+    # Nearest-rank p99: small per-utterance sets, no interpolation wanted.
+    rank = max(0, math.ceil(0.99 * len(ordered)) - 1)
+    return ordered[rank] * 1000.0
+
+
+@dataclass
+class SampleRow:
+    """The flat record written to the journal and samples.parquet (docs/samples.md)."""
+
+    run_id: str
+    worker: str
+    user: int
+    conversation: str
+    utterance_id: str
+    server_utterance_id: str | None
+    seq: int
+    fixture_id: str
+    source_language: str
+    target_language: str
+    wall_start: float
+    t_planned: float
+    t_send_start: float | None
+    t_speech_end: float | None
+    t_transcript: float | None
+    t_translation: float | None
+    t_tts_event: float | None
+    t_audio_onset: float | None
+    server_speech_end: float | None
+    server_transcript: float | None
+    server_translation: float | None
+    server_tts: float | None
+    connect_ms: float | None
+    stt_ms: float | None
+    translation_ms: float | None
+    tts_ms: float | None
+    e2e_ms: float | None
+    status: str
+    status_stage: str | None
+    error: str | None
+    transcript: str | None
+    translation: str | None
+    reference_transcript: str | None
+    reference_translation: str | None
+    wer: float | None
+    chrf: float | None
+    tts_audio_ms: float | None
+    send_lateness_p99_ms: float | None
+    jitter_ms: float | None
+    packets_lost: float | None
+    rtt_ms: float | None
+    active_users: int
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RowContext:
+    """What the caller knows about an utterance beyond its timeline."""
+
+    run_id: str
+    worker: str
+    user: int
+    connect_ms: float | None
+    reference_transcript: str | None
+    reference_translation: str | None
+    wer: float | None
+    chrf: float | None
+    jitter_ms: float | None
+    packets_lost: float | None
+    rtt_ms: float | None
+    active_users: int
+
+
+def to_row(tl: UtteranceTimeline, ctx: RowContext) -> SampleRow:
+    lat = stage_latencies(tl)
+    out = outcome(tl)
+    return SampleRow(
+        run_id=ctx.run_id,
+        worker=ctx.worker,
+        user=ctx.user,
+        conversation=tl.conversation,
+        utterance_id=tl.utterance_id,
+        server_utterance_id=tl.server_utterance_id,
+        seq=tl.seq,
+        fixture_id=tl.fixture_id,
+        source_language=tl.source_language,
+        target_language=tl.target_language,
+        wall_start=tl.wall_start,
+        t_planned=tl.t_planned,
+        t_send_start=tl.t_send_start,
+        t_speech_end=tl.t_speech_end,
+        t_transcript=tl.t_transcript,
+        t_translation=tl.t_translation,
+        t_tts_event=tl.t_tts_event,
+        t_audio_onset=tl.t_audio_onset,
+        server_speech_end=tl.server_speech_end,
+        server_transcript=tl.server_transcript,
+        server_translation=tl.server_translation,
+        server_tts=tl.server_tts,
+        connect_ms=ctx.connect_ms,
+        stt_ms=lat.stt_ms,
+        translation_ms=lat.translation_ms,
+        tts_ms=lat.tts_ms,
+        e2e_ms=lat.e2e_ms,
+        status=out.status.value,
+        status_stage=out.status_stage,
+        error=out.error,
+        transcript=tl.transcript,
+        translation=tl.translation,
+        reference_transcript=ctx.reference_transcript,
+        reference_translation=ctx.reference_translation,
+        wer=ctx.wer,
+        chrf=ctx.chrf,
+        tts_audio_ms=tl.tts_audio_ms,
+        send_lateness_p99_ms=lateness_p99_ms(tl.send_lateness),
+        jitter_ms=ctx.jitter_ms,
+        packets_lost=ctx.packets_lost,
+        rtt_ms=ctx.rtt_ms,
+        active_users=ctx.active_users,
+    )

@@ -1,0 +1,125 @@
+'use strict';
+// A tiny Prometheus text-format registry (counters, gauges, histograms with labels), so the
+// gateway needs no metrics dependency. Exposition format 0.0.4.
+
+function labelKey(labels) {
+  const keys = Object.keys(labels).sort();
+  return keys.map((k) => `${k}="${String(labels[k]).replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`).join(',');
+}
+
+function fmt(v) {
+  if (v === Infinity) return '+Inf';
+  if (v === -Infinity) return '-Inf';
+  return String(v);
+}
+
+class Counter {
+  constructor(name, help) {
+    Object.assign(this, { name, help, type: 'counter', values: new Map() });
+  }
+
+  inc(labels = {}, by = 1) {
+    const k = labelKey(labels);
+    this.values.set(k, (this.values.get(k) || 0) + by);
+  }
+
+  lines() {
+    if (this.values.size === 0) return [`${this.name} 0`];
+    return [...this.values].map(([k, v]) => `${this.name}${k ? `{${k}}` : ''} ${fmt(v)}`);
+  }
+}
+
+class Gauge {
+  /** @param {() => number | Array<[object, number]>} [collect] pull value(s) at scrape time */
+  constructor(name, help, collect) {
+    Object.assign(this, { name, help, type: 'gauge', values: new Map(), collect });
+  }
+
+  set(labels, v) {
+    this.values.set(labelKey(labels), v);
+  }
+
+  lines() {
+    if (this.collect) {
+      const got = this.collect();
+      if (typeof got === 'number') return [`${this.name} ${fmt(got)}`];
+      return got.map(([labels, v]) => `${this.name}{${labelKey(labels)}} ${fmt(v)}`);
+    }
+    return [...this.values].map(([k, v]) => `${this.name}${k ? `{${k}}` : ''} ${fmt(v)}`);
+  }
+}
+
+class Histogram {
+  constructor(name, help, buckets) {
+    Object.assign(this, { name, help, type: 'histogram', buckets: [...buckets].sort((a, b) => a - b), series: new Map() });
+  }
+
+  observe(labels, v) {
+    const k = labelKey(labels);
+    let s = this.series.get(k);
+    if (!s) {
+      s = { counts: new Array(this.buckets.length).fill(0), sum: 0, count: 0 };
+      this.series.set(k, s);
+    }
+    for (let i = 0; i < this.buckets.length; i++) if (v <= this.buckets[i]) s.counts[i] += 1;
+    s.sum += v;
+    s.count += 1;
+  }
+
+  lines() {
+    const out = [];
+    for (const [k, s] of this.series) {
+      const sep = k ? `${k},` : '';
+      this.buckets.forEach((b, i) => out.push(`${this.name}_bucket{${sep}le="${fmt(b)}"} ${s.counts[i]}`));
+      out.push(`${this.name}_bucket{${sep}le="+Inf"} ${s.count}`);
+      out.push(`${this.name}_sum${k ? `{${k}}` : ''} ${s.sum}`);
+      out.push(`${this.name}_count${k ? `{${k}}` : ''} ${s.count}`);
+    }
+    return out;
+  }
+}
+
+class Registry {
+  constructor() {
+    this.metrics = [];
+  }
+
+  add(metric) {
+    this.metrics.push(metric);
+    return metric;
+  }
+
+  render() {
+    const out = [];
+    for (const m of this.metrics) {
+      out.push(`# HELP ${m.name} ${m.help}`, `# TYPE ${m.name} ${m.type}`, ...m.lines());
+    }
+    return `${out.join('\n')}\n`;
+  }
+}
+
+const LATENCY_BUCKETS_S = [0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30];
+const SMALL_BUCKETS_MS = [0.5, 1, 2, 5, 10, 20, 50, 100];
+
+/** The gateway's metrics, in one place so names stay consistent. */
+function createMetrics() {
+  const r = new Registry();
+  return {
+    registry: r,
+    utterances: r.add(new Counter('gateway_utterances_total', 'Utterances segmented by the VAD')),
+    stageResults: r.add(new Counter('gateway_stage_results_total', 'Pipeline stage outcomes by stage and result')),
+    stageLatency: r.add(new Histogram('gateway_stage_latency_seconds',
+      'Gateway-side stage latency: stt=transcription-speech_end, translation, tts=first packet-translation, e2e=first packet-speech_end',
+      LATENCY_BUCKETS_S)),
+    backendLatency: r.add(new Histogram('gateway_backend_request_seconds', 'HTTP request duration per backend service', LATENCY_BUCKETS_S)),
+    transportConnect: r.add(new Histogram('gateway_webrtc_transport_connect_seconds',
+      'WebRtcTransport creation to DTLS connected', LATENCY_BUCKETS_S)),
+    tapPackets: r.add(new Counter('gateway_tap_packets_total', 'RTP packets received by the pipeline taps')),
+    tapLost: r.add(new Counter('gateway_tap_lost_packets_total', 'RTP packets missing at the taps (sequence gaps)')),
+    ttsPackets: r.add(new Counter('gateway_tts_packets_total', 'RTP packets injected into TTS producers')),
+    ttsLateness: r.add(new Histogram('gateway_tts_send_lateness_ms', 'TTS packet send time minus its scheduled time (ms)', SMALL_BUCKETS_MS)),
+    socketRequests: r.add(new Counter('gateway_signaling_requests_total', 'Signaling requests by event and result')),
+  };
+}
+
+module.exports = { createMetrics, Registry, Counter, Gauge, Histogram };

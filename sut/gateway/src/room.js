@@ -1,0 +1,235 @@
+'use strict';
+// A room: one mediasoup Router, its peers (each with transports, producers, consumers) and, per
+// mic producer, the speech session (tap → pipeline → TTS injector). Broadcasts go through the
+// Socket.IO room `room:<id>`.
+
+const { Tap } = require('./tap');
+const { Injector } = require('./inject');
+const { Pipeline } = require('./pipeline');
+const { nowMs } = require('./clock');
+const { logger } = require('./logger');
+
+const log = logger('room');
+
+const MEDIA_CODECS = [{ kind: 'audio', mimeType: 'audio/opus', clockRate: 48000, channels: 2 }];
+
+class RequestError extends Error {} // a client mistake: the message goes back in the ack
+
+class Peer {
+  constructor({ id, socket, role, sourceLanguage, targetLanguage }) {
+    Object.assign(this, { id, socket, role, sourceLanguage, targetLanguage });
+    this.transports = new Map();
+    this.producers = new Map();
+    this.consumers = new Map();
+  }
+
+  transport(id, direction) {
+    const t = this.transports.get(id);
+    if (!t) throw new RequestError(`unknown transportId ${JSON.stringify(id)} (not one of this peer's transports)`);
+    if (direction && t.appData.direction !== direction) {
+      throw new RequestError(`transport ${id} is a ${t.appData.direction} transport; this request needs a ${direction} transport`);
+    }
+    return t;
+  }
+}
+
+class Room {
+  /** Create a room with a fresh Router on `worker`. deps: io, config, backends, groundTruth, metrics */
+  static async create(id, worker, deps) {
+    const router = await worker.createRouter({ mediaCodecs: MEDIA_CODECS });
+    return new Room(id, worker, router, deps);
+  }
+
+  constructor(id, worker, router, deps) {
+    Object.assign(this, { id, worker, router }, deps);
+    this.channel = `room:${id}`;
+    this.peers = new Map();
+    this.sessions = new Map(); // mic producer id → {tap, injector, pipeline, peerId}
+    this.closed = false;
+    router.observer.on('close', () => this.close());
+  }
+
+  get producerCount() {
+    let n = this.sessions.size; // one TTS producer per session
+    for (const p of this.peers.values()) n += p.producers.size;
+    return n;
+  }
+
+  /** Emit to every socket in the room, or to all but `exceptSocket`. */
+  emit(event, payload, exceptSocket = null) {
+    if (exceptSocket) exceptSocket.to(this.channel).emit(event, payload);
+    else this.io.to(this.channel).emit(event, payload);
+  }
+
+  addPeer(peer) {
+    if (this.peers.has(peer.id)) throw new RequestError(`peerId ${JSON.stringify(peer.id)} is already in room ${JSON.stringify(this.id)}`);
+    this.peers.set(peer.id, peer);
+    peer.socket.join(this.channel);
+  }
+
+  /** Close everything the peer owns; returns true when the room is now empty. */
+  removePeer(peer) {
+    if (this.peers.get(peer.id) !== peer) return this.peers.size === 0;
+    for (const t of peer.transports.values()) t.close(); // closes its producers and consumers
+    peer.transports.clear();
+    this.peers.delete(peer.id);
+    peer.socket.leave(this.channel);
+    return this.peers.size === 0;
+  }
+
+  /** ProducerInfo of every producer in the room (mic and TTS), except those of `exceptPeer`. */
+  producerInfos(exceptPeer = null) {
+    const out = [];
+    for (const p of this.peers.values()) {
+      if (p === exceptPeer) continue;
+      for (const producer of p.producers.values()) out.push(this._info(producer, p.id));
+    }
+    for (const s of this.sessions.values()) out.push(this._info(s.injector.producer, s.peerId));
+    return out;
+  }
+
+  _info(producer, peerId) {
+    return { id: producer.id, peerId, kind: producer.kind, appData: producer.appData };
+  }
+
+  async createWebRtcTransport(peer, direction) {
+    const { host, announcedIp } = this.config;
+    const transport = await this.router.createWebRtcTransport({
+      listenInfos: [{ protocol: 'udp', ip: host, announcedIp }],
+      appData: { direction, peerId: peer.id },
+    });
+    const createdMs = nowMs();
+    peer.transports.set(transport.id, transport);
+    transport.on('dtlsstatechange', (state) => {
+      if (state === 'connected') {
+        this.metrics.transportConnect.observe({ direction }, (nowMs() - createdMs) / 1000);
+        log.debug(`peer ${peer.id} ${direction} transport connected in ${(nowMs() - createdMs).toFixed(1)} ms`);
+      } else if (state === 'failed' || state === 'closed') {
+        log.warn(`peer ${peer.id} ${direction} transport ${transport.id}: DTLS ${state}; closing it`);
+        transport.close();
+      }
+    });
+    transport.observer.on('close', () => peer.transports.delete(transport.id));
+    return {
+      id: transport.id,
+      iceParameters: transport.iceParameters,
+      iceCandidates: transport.iceCandidates,
+      dtlsParameters: transport.dtlsParameters,
+    };
+  }
+
+  async connectWebRtcTransport(peer, transportId, dtlsParameters) {
+    await peer.transport(transportId).connect({ dtlsParameters });
+  }
+
+  async produce(peer, { transportId, kind, rtpParameters }) {
+    if (peer.role !== 'speaker') throw new RequestError(`peer ${peer.id} joined as ${peer.role}; only speakers produce`);
+    if (kind !== 'audio') throw new RequestError(`kind must be "audio", got ${JSON.stringify(kind)}`);
+    const transport = peer.transport(transportId, 'send');
+    const producer = await transport.produce({ kind, rtpParameters, appData: { type: 'mic', language: peer.sourceLanguage } });
+    peer.producers.set(producer.id, producer);
+    producer.observer.on('close', () => this._onProducerClosed(peer, producer));
+    try {
+      await this._startSession(peer, producer);
+    } catch (err) {
+      producer.close();
+      throw new Error(`cannot start the speech pipeline for the producer: ${err.message}`);
+    }
+    this.emit('newProducer', this._info(producer, peer.id), peer.socket);
+    const tts = this.sessions.get(producer.id).injector.producer;
+    // The TTS producer belongs to no peer's socket: every peer, the speaker included, hears of it.
+    this.emit('newProducer', this._info(tts, peer.id));
+    return { id: producer.id };
+  }
+
+  async _startSession(peer, producer) {
+    let injector = null;
+    let tap = null;
+    try {
+      injector = await Injector.create({
+        router: this.router,
+        sourceProducerId: producer.id,
+        language: peer.targetLanguage,
+        metrics: this.metrics,
+        gapMs: this.config.ttsGapMs,
+      });
+      const pipeline = new Pipeline({
+        producerId: producer.id,
+        peerId: peer.id,
+        sourceLanguage: peer.sourceLanguage,
+        targetLanguage: peer.targetLanguage,
+        backends: this.backends,
+        injector,
+        emit: (event, payload) => this.emit(event, payload),
+        groundTruth: this.groundTruth,
+        metrics: this.metrics,
+      });
+      tap = await Tap.create({
+        router: this.router,
+        producer,
+        vad: this.config.vad,
+        metrics: this.metrics,
+        onUtterance: (u) => pipeline.onUtterance(u),
+      });
+      if (producer.closed) throw new Error('producer closed while its pipeline started');
+      this.sessions.set(producer.id, { tap, injector, pipeline, peerId: peer.id });
+    } catch (err) {
+      if (tap) tap.close();
+      if (injector) injector.close();
+      throw err;
+    }
+  }
+
+  _onProducerClosed(peer, producer) {
+    peer.producers.delete(producer.id);
+    const s = this.sessions.get(producer.id);
+    if (s) {
+      this.sessions.delete(producer.id);
+      s.tap.close();
+      s.pipeline.close();
+      s.injector.close();
+      this.emit('producerClosed', { id: s.injector.producer.id });
+    }
+    this.emit('producerClosed', { id: producer.id });
+  }
+
+  async consume(peer, { transportId, producerId, rtpCapabilities }) {
+    const transport = peer.transport(transportId, 'recv');
+    const info = this.producerInfos(peer).find((p) => p.id === producerId);
+    if (!info) throw new RequestError(`unknown producerId ${JSON.stringify(producerId)} in room ${JSON.stringify(this.id)}`);
+    if (!this.router.canConsume({ producerId, rtpCapabilities })) {
+      throw new RequestError(`rtpCapabilities cannot consume producer ${producerId} (no common codec)`);
+    }
+    // Paused until the client says its side is ready (resumeConsumer), so no packet is lost
+    // before the client's track exists.
+    const consumer = await transport.consume({ producerId, rtpCapabilities, paused: true, appData: { peerId: peer.id } });
+    peer.consumers.set(consumer.id, consumer);
+    consumer.observer.on('close', () => peer.consumers.delete(consumer.id));
+    return { id: consumer.id, producerId, kind: consumer.kind, rtpParameters: consumer.rtpParameters, appData: info.appData };
+  }
+
+  async resumeConsumer(peer, consumerId) {
+    const consumer = peer.consumers.get(consumerId);
+    if (!consumer) throw new RequestError(`unknown consumerId ${JSON.stringify(consumerId)}`);
+    await consumer.resume();
+  }
+
+  /** Per-session tap/injector numbers for logs and tests. */
+  sessionStats() {
+    return [...this.sessions].map(([id, s]) => ({ producerId: id, tap: s.tap.stats, inject: s.injector.stats }));
+  }
+
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    for (const s of this.sessions.values()) {
+      s.tap.close();
+      s.pipeline.close();
+      s.injector.close();
+    }
+    this.sessions.clear();
+    if (!this.router.closed) this.router.close();
+  }
+}
+
+module.exports = { Room, Peer, RequestError };

@@ -1,0 +1,151 @@
+"""Which fixture is this audio? Energy-envelope matching for the model STT engine.
+
+The model STT engine must derive its answer from the audio it received, so a broken media path shows
+as a wrong or empty transcript. What arrives is a fixture after Opus coding at 48 kHz and the gateway's
+VAD cut: same speech, different level, a different noise floor, up to ~0.5 s of extra silence and a
+small offset. A coarse spectro-temporal fingerprint survives all of that: log energy in a few
+frequency bands every 10 ms. Four bands rather than one broadband envelope because broadband
+envelopes of different short utterances correlate too well (measured: up to 0.83 between two card
+names vs 0.97+ for a true match; with four bands impostors stay below ~0.72).
+
+Score = normalised cross-correlation (Pearson, over all band×frame cells) of the fixture's
+speech-span envelope against the received envelope, maximised over lag. A match also needs the
+received speech duration to be compatible with the fixture's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from scipy.signal import correlate
+
+from sut.services.audio import resample
+
+RATE = 16000
+HOP = 160  # 10 ms
+WIN = 320  # 20 ms Hann window, 50 % overlap
+BAND_EDGES_HZ = (100.0, 400.0, 1000.0, 2500.0, 7000.0)  # 4 bands; 7 kHz stays inside wideband Opus
+FLOOR_DB = 45.0  # below peak: makes silence look the same whatever the codec did to the noise floor
+SPEECH_DB = 35.0  # below peak: frames louder than this count as speech for the duration check
+DEFAULT_THRESHOLD = 0.88
+EDGE_FRAMES = 20  # the VAD may clip up to 200 ms of a fixture's speech at either end
+
+
+def band_envelope(x: np.ndarray, rate: int) -> np.ndarray:
+    """(frames, bands) log band energies in dB, floored at each band's peak − FLOOR_DB."""
+    y = resample(x, rate, RATE)
+    n = max(0, (len(y) - WIN) // HOP + 1)
+    if n == 0:
+        return np.zeros((0, len(BAND_EDGES_HZ) - 1))
+    frames = sliding_window_view(y, WIN)[::HOP][:n] * np.hanning(WIN)
+    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+    bins = np.fft.rfftfreq(WIN, 1.0 / RATE)
+    bands = [power[:, (bins >= lo) & (bins < hi)].sum(axis=1)
+             for lo, hi in zip(BAND_EDGES_HZ[:-1], BAND_EDGES_HZ[1:], strict=True)]
+    env = 10.0 * np.log10(np.stack(bands, axis=1) + 1e-6)
+    peak = np.percentile(env, 99, axis=0)  # percentile, not max: one click must not set the floor
+    return np.maximum(env, peak - FLOOR_DB)
+
+
+def speech_span(env: np.ndarray) -> tuple[int, int]:
+    """First and one-past-last frame whose total energy is within SPEECH_DB of the loudest frame."""
+    if len(env) == 0:
+        return 0, 0
+    total = 10.0 * np.log10(np.sum(10.0 ** (env / 10.0), axis=1))
+    loud = np.nonzero(total > np.percentile(total, 99) - SPEECH_DB)[0]
+    return (int(loud[0]), int(loud[-1]) + 1) if len(loud) else (0, 0)
+
+
+@dataclass(frozen=True)
+class Reference:
+    id: str
+    env: np.ndarray  # fixture's speech-span envelope (frames, bands)
+    speech_frames: int
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    matched: bool
+    id: str | None  # best candidate, even when it did not pass (for logs)
+    score: float
+    offset_ms: float  # where the fixture's speech starts in the received audio
+    reason: str  # why not matched, "" when matched
+
+
+def durations_compatible(received_frames: int, fixture_frames: int) -> bool:
+    # Generous: the VAD may trim a soft onset or add its hangover; the codec may lift or sink quiet tails.
+    return 0.75 * fixture_frames - 10 <= received_frames <= 1.3 * fixture_frames + 25
+
+
+def ncc_over_lags(ref: np.ndarray, rec: np.ndarray) -> np.ndarray:
+    """Pearson correlation of ``ref`` with every full-overlap window of ``rec`` (both (frames, bands))."""
+    lf = len(ref)
+    nl = len(rec) - lf + 1
+    if lf == 0 or nl <= 0:
+        return np.zeros(0)
+    cells = ref.size
+    rz = ref - ref.mean()
+    num = sum(correlate(rec[:, b], rz[:, b], mode="valid") for b in range(ref.shape[1]))
+    # Window sums of rec and rec² via cumulative sums: O(frames) instead of O(frames × lags).
+    c1 = np.concatenate([[0.0], np.cumsum(rec.sum(axis=1))])
+    c2 = np.concatenate([[0.0], np.cumsum((rec**2).sum(axis=1))])
+    s1 = c1[lf:] - c1[:-lf]
+    s2 = c2[lf:] - c2[:-lf]
+    var = np.maximum(s2 - s1 * s1 / cells, 0.0)
+    den = np.sqrt(var * float((rz**2).sum()))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        score = np.where(den > 1e-9, num / den, 0.0)
+    return score
+
+
+class EnvelopeMatcher:
+    def __init__(self, threshold: float = DEFAULT_THRESHOLD) -> None:
+        self.threshold = threshold
+        self.references: list[Reference] = []
+
+    def add(self, ref_id: str, samples: np.ndarray, rate: int,
+            speech_start_s: float | None = None, speech_end_s: float | None = None) -> Reference:
+        env = band_envelope(samples, rate)
+        # The manifest's speech span if it has one (the tester times speech with it), else our own.
+        start, end = speech_span(env)
+        if speech_start_s is not None:
+            start = max(0, int(round(speech_start_s * 1000 / 10)))
+        if speech_end_s is not None:
+            end = min(len(env), int(round(speech_end_s * 1000 / 10)))
+        span_env = env[start:end]
+        s0, s1 = speech_span(span_env)
+        ref = Reference(ref_id, span_env, s1 - s0)
+        self.references.append(ref)
+        return ref
+
+    def match(self, samples: np.ndarray, rate: int, candidates: set[str] | None = None) -> MatchResult:
+        env = band_envelope(samples, rate)
+        s0, s1 = speech_span(env)
+        if s1 - s0 < 10:
+            return MatchResult(False, None, 0.0, 0.0, "no speech in audio")
+        # Pad with the floor: audio the VAD clipped off the ends looks like silence.
+        floor = env.min(axis=0)
+        padded = np.concatenate([np.tile(floor, (EDGE_FRAMES, 1)), env, np.tile(floor, (EDGE_FRAMES, 1))])
+        best: tuple[float, Reference | None, int] = (-1.0, None, 0)
+        best_any: tuple[float, Reference | None] = (-1.0, None)
+        for ref in self.references:
+            if candidates is not None and ref.id not in candidates:
+                continue
+            scores = ncc_over_lags(ref.env, padded)
+            if scores.size == 0:
+                continue
+            lag = int(np.argmax(scores))
+            score = float(scores[lag])
+            if score > best_any[0]:
+                best_any = (score, ref)
+            if durations_compatible(s1 - s0, ref.speech_frames) and score > best[0]:
+                best = (score, ref, lag - EDGE_FRAMES)
+        score, ref, lag = best
+        if ref is None:
+            any_id = best_any[1].id if best_any[1] else None
+            return MatchResult(False, any_id, max(best_any[0], 0.0), 0.0, "no fixture of compatible duration")
+        if score < self.threshold:
+            return MatchResult(False, ref.id, score, lag * 10.0, f"best score {score:.2f} < {self.threshold}")
+        return MatchResult(True, ref.id, score, lag * 10.0, "")

@@ -1,0 +1,158 @@
+"""Stage arithmetic, statuses and event correlation, without a network."""
+
+from __future__ import annotations
+
+import pytest
+
+from loadtest.events import (
+    Correlator,
+    EventParser,
+    MalformedEvent,
+    PipelineError,
+    Transcription,
+    Translation,
+    TtsStart,
+)
+from loadtest.media import Onset
+from loadtest.profile import load_profile
+from loadtest.timeline import RowContext, Status, UtteranceTimeline, outcome, stage_latencies, to_row
+
+pytestmark = pytest.mark.unit
+
+
+def timeline(seq: int = 1, planned: float = 10.0) -> UtteranceTimeline:
+    return UtteranceTimeline(f"c-{seq}", "c", seq, "fx", "en", "es", t_planned=planned, wall_start=1e9)
+
+
+def ctx() -> RowContext:
+    return RowContext("run", "w", 0, 55.0, "ref", "ref es", 0.0, 100.0, None, None, None, 1)
+
+
+def test_stage_latencies_follow_the_definitions() -> None:
+    tl = timeline()
+    tl.t_send_start, tl.t_speech_end = 10.0, 12.0
+    tl.t_transcript, tl.t_translation, tl.t_audio_onset = 12.7, 12.8, 13.3
+    lat = stage_latencies(tl)
+    assert lat.stt_ms == pytest.approx(700)
+    assert lat.translation_ms == pytest.approx(100)
+    assert lat.tts_ms == pytest.approx(500)
+    assert lat.e2e_ms == pytest.approx(1300)
+    assert lat.e2e_ms == pytest.approx(lat.stt_ms + lat.translation_ms + lat.tts_ms)
+    assert outcome(tl).status is Status.OK
+
+
+@pytest.mark.parametrize(
+    ("fields", "stage"),
+    [
+        ({}, "planned"),
+        ({"t_send_start": 1.0, "t_speech_end": 2.0}, "sent"),
+        ({"t_send_start": 1.0, "t_speech_end": 2.0, "t_transcript": 2.5}, "stt"),
+        ({"t_send_start": 1.0, "t_speech_end": 2.0, "t_transcript": 2.5, "t_translation": 2.6},
+         "translation"),
+        ({"t_send_start": 1.0, "t_speech_end": 2.0, "t_transcript": 2.5, "t_translation": 2.6,
+          "t_tts_event": 2.9}, "tts_event"),
+    ],
+)
+def test_timeout_names_the_last_stage_reached(fields: dict[str, float], stage: str) -> None:
+    tl = timeline()
+    for name, value in fields.items():
+        setattr(tl, name, value)
+    out = outcome(tl)
+    assert out.status is Status.TIMEOUT
+    assert out.status_stage == stage
+    row = to_row(tl, ctx())
+    assert row.status == "timeout" and row.status_stage == stage
+
+
+def test_error_wins_and_names_its_stage() -> None:
+    tl = timeline()
+    tl.t_speech_end, tl.error, tl.error_stage = 2.0, "gateway: tts down", "tts"
+    row = to_row(tl, ctx())
+    assert (row.status, row.status_stage, row.error) == ("error", "tts", "gateway: tts down")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_correlator() -> tuple[Correlator, list[UtteranceTimeline]]:
+    done: list[UtteranceTimeline] = []
+    return Correlator("mic-1", done.append, Clock()), done
+
+
+def test_events_and_audio_complete_utterances_in_order() -> None:
+    corr, done = make_correlator()
+    first, second = timeline(1), timeline(2)
+    corr.expect(first)
+    corr.expect(second)
+    first.t_send_start, first.t_speech_end = 1.0, 3.0
+    corr.on_event(Transcription("srv-1", "mic-1", "hello", 3.5, 3.0), 3.6)
+    second.t_send_start = 4.0
+    corr.on_event(Transcription("srv-x", "other-mic", "not ours", None, None), 3.7)
+    corr.on_event(Translation("srv-1", "hola", None), 3.7)
+    # audio may overtake its event (RTP vs. signaling over TLS)
+    corr.on_onset(Onset(4.05, rtp_timestamp=4800, sequence_number=7, marker=True))
+    assert done == []
+    corr.on_event(TtsStart("srv-1", "tts-1", 4800, 900.0, None), 4.1)
+    assert done == [first]
+    assert first.t_audio_onset == 4.05 and first.server_utterance_id == "srv-1"
+    assert second.t_transcript is None
+
+
+def test_audio_matched_by_rtp_timestamp_not_by_arrival_order() -> None:
+    corr, done = make_correlator()
+    tl = timeline(1)
+    corr.expect(tl)
+    tl.t_send_start, tl.t_speech_end = 1.0, 2.0
+    corr.on_event(Transcription("s1", "mic-1", "a", None, None), 2.5)
+    corr.on_event(Translation("s1", "b", None), 2.6)
+    corr.on_onset(Onset(2.7, 111, 1, True))  # a stray onset of something else
+    corr.on_event(TtsStart("s1", None, 999, None, None), 2.8)
+    assert done == []
+    corr.on_onset(Onset(2.9, 999, 5, True))
+    assert done == [tl] and tl.t_audio_onset == 2.9
+
+
+def test_gateway_error_ends_the_utterance_as_error() -> None:
+    corr, done = make_correlator()
+    tl = timeline(1)
+    corr.expect(tl)
+    tl.t_send_start, tl.t_speech_end = 1.0, 2.0
+    corr.on_event(Transcription("s1", "mic-1", "a", None, None), 2.5)
+    corr.on_event(PipelineError("s1", "tts", "connection refused"), 2.6)
+    assert done == [tl]
+    assert outcome(tl).status is Status.ERROR and tl.error_stage == "tts"
+
+
+def test_transcript_before_end_of_speech_is_an_error_not_a_silent_mismatch() -> None:
+    corr, done = make_correlator()
+    tl = timeline(1)
+    corr.expect(tl)
+    tl.t_send_start = 1.0
+    corr.on_event(Transcription("s1", "mic-1", "half", None, None), 1.5)
+    assert done == [tl] and "split" in (tl.error or "")
+
+
+def test_unmatched_events_are_counted() -> None:
+    corr, _ = make_correlator()
+    corr.on_event(Translation("nope", "x", None), 1.0)
+    corr.on_event(Transcription("s1", "mic-1", "nobody speaking", None, None), 1.0)
+    assert corr.stats.unmatched == 2
+
+
+def test_malformed_events_are_rejected_with_the_reason() -> None:
+    parser = EventParser(load_profile())
+    with pytest.raises(MalformedEvent, match="text"):
+        parser.parse("transcription", {"utteranceId": "u", "producerId": "p"})
+    with pytest.raises(MalformedEvent, match="not a string"):
+        parser.parse("transcription", {"utteranceId": "u", "producerId": "p", "text": 5})
+    with pytest.raises(MalformedEvent):
+        parser.parse("tts", "not an object")
+    payload = {"utteranceId": 7, "producerId": "p", "text": "hi", "serverTs": 1500}
+    event = parser.parse("transcription", payload)
+    assert isinstance(event, Transcription) and event.server_ts == pytest.approx(1.5)
+    assert event.utterance_id == "7"
