@@ -55,9 +55,8 @@ def resolved_target(cfg: RunConfig) -> Iterator[Target]:
     if cfg.target.url:
         yield Target(cfg.target.url, cfg.target.ca_cert, cfg.target.insecure)
         return
-    from sut.stack import ReferenceStack, StackError
-
     from sut.config import StackConfigError, load_stack_config
+    from sut.stack import ReferenceStack, StackError
 
     try:
         stack_cfg = load_stack_config(cfg.stack.config).with_port_offset(cfg.stack.port_offset)

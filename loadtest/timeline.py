@@ -24,8 +24,11 @@ class Status(StrEnum):
     ERROR = "error"
 
 
-# The order in which an utterance reaches its milestones; a timeout names the last one reached.
+# The order in which an utterance reaches its milestones. A timeout's status_stage is the stage that
+# never finished (the one after the last milestone reached); its message names the last one reached.
 MILESTONES = ("planned", "sent", "stt", "translation", "tts_event", "audio")
+STALLED_STAGE = {"planned": "send", "sent": "stt", "stt": "translation", "translation": "tts",
+                 "tts_event": "tts"}
 
 
 @dataclass
@@ -120,12 +123,10 @@ def outcome(tl: UtteranceTimeline) -> Outcome:
     if tl.is_complete():
         return Outcome(Status.OK, None, None)
     last = tl.last_milestone()
-    return Outcome(Status.TIMEOUT, last, f"no {_next_milestone(last)} after {last}")
-
-
-def _next_milestone(name: str) -> str:
-    index = MILESTONES.index(name)
-    return MILESTONES[min(index + 1, len(MILESTONES) - 1)]
+    stage = STALLED_STAGE[last]
+    if last == "tts_event":
+        return Outcome(Status.TIMEOUT, stage, "tts event received but no translated audio arrived")
+    return Outcome(Status.TIMEOUT, stage, f"timed out in {stage} (last reached: {last})")
 
 
 def lateness_p99_ms(samples: list[float]) -> float | None:

@@ -47,6 +47,14 @@ def restrict_ice_host_addresses(addresses: Sequence[str]) -> None:
     aioice.ice.get_host_addresses = host_addresses
 
 
+def _receiver_of(transport: Any, consumer: Any) -> Any:
+    # pymediasoup 1.5.0 builds its Consumer without the RTCRtpReceiver it got from the handler.
+    transceiver = transport._handler._mapMidTransceiver.get(consumer.localId)
+    if transceiver is None:
+        raise SignalingError(f"no transceiver for consumer {consumer.id}")
+    return transceiver.receiver
+
+
 @dataclass(frozen=True)
 class ClientOptions:
     url: str
@@ -263,7 +271,7 @@ class PipelineClient:
         consumer = await self._recv_transport.consume(
             id=info["id"], producerId=info["producer_id"], kind=info["kind"],
             rtpParameters=RtpParameters.model_validate(info["rtp_parameters"]))
-        self._receiver = consumer.rtpReceiver
+        self._receiver = consumer.rtpReceiver or _receiver_of(self._recv_transport, consumer)
         self._monitor.attach(self._receiver)
         await self._listener.request("resume_consumer", consumer_id=info["id"])
         self._translated_ready.set()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,8 @@ class GatewayConfig:
     source_language: str = "en"
     target_language: str = "es"
     request_timeout_ms: int = 10000
+    # A gateway that tells listeners about pipeline failures (pipelineError) or fails silently, as many do.
+    report_errors: bool = True
 
 
 @dataclass(frozen=True)
@@ -160,12 +163,34 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     raise StackConfigError(f"stack config not found: {name_or_path}")
 
 
-def load_stack_config(name_or_path: str | Path = "default") -> StackConfig:
-    path = resolve_config_path(name_or_path)
+def _read_doc(path: Path) -> dict[str, Any]:
+    """TOML, or the same document as JSON (the resolved `<state_dir>/stack.json` that sut/stack.py writes)."""
+    if path.suffix == ".json":
+        try:
+            doc = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise StackConfigError(f"{path}: not valid JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise StackConfigError(f"{path}: must be a JSON object")
+        return doc
     try:
-        doc = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise StackConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def stack_config_to_doc(config: StackConfig) -> dict[str, Any]:
+    """The config as a document shaped like the TOML file, every value resolved (ports already offset,
+    fixtures absolute): `load_stack_config` reads it back from a .json file."""
+    doc = asdict(config)
+    stack = {key: doc.pop(key) for key in ("name", "host", "ground_truth", "fixtures")}
+    stack["fixtures"] = str(stack["fixtures"])
+    return {"stack": stack, **doc}
+
+
+def load_stack_config(name_or_path: str | Path = "default") -> StackConfig:
+    path = resolve_config_path(name_or_path)
+    doc = _read_doc(path)
     allowed = {"stack", "proxy", "gateway", "stt", "translation", "tts", "faults"}
     for key in doc:
         if key not in allowed:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -30,12 +32,15 @@ from loadtest.report.stats import (
 
 STATUSES = ("ok", "timeout", "error")
 MAX_LEVELS = 24  # more distinct caller counts than this (a ramp, not steps) get rounded into ~20 levels
-MIN_LEVEL_SAMPLES = 20  # a caller level needs this many e2e samples to count for the knee / capacity
+MIN_LEVEL_SAMPLES = 20  # a caller level needs this many utterances to be a level (a step), not a transient
+LEVEL_MIN_SHARE = 0.01  # ... and at least this share of the run's utterances
 LATENESS_WARN_MS = 50.0
 NAN = float("nan")
 
 
-def stage_stats(values: np.ndarray, rng: np.random.Generator, resamples: int = DEFAULT_RESAMPLES) -> StageStats:
+def stage_stats(
+    values: np.ndarray, rng: np.random.Generator, resamples: int = DEFAULT_RESAMPLES
+) -> StageStats:
     """Exact figures of one column (np.quantile, method="linear") with percentile-bootstrap CIs."""
     x = clean_sorted(values)
     if x.size == 0:
@@ -43,7 +48,10 @@ def stage_stats(values: np.ndarray, rng: np.random.Generator, resamples: int = D
         return StageStats(0, NAN, NAN, NAN, NAN, NAN, NAN, NAN, empty, empty, empty)
     qs = np.quantile(x, list(QUANTILES.values()), method="linear")
     q = dict(zip(QUANTILES, (float(v) for v in qs), strict=True))
-    cis = {name: percentile_interval(bootstrap_quantile(x, p, rng, resamples)) for name, p in CI_QUANTILES.items()}
+    cis = {
+        name: percentile_interval(bootstrap_quantile(x, p, rng, resamples))
+        for name, p in CI_QUANTILES.items()
+    }
     return StageStats(
         count=int(x.size),
         mean=float(x.mean()),
@@ -157,12 +165,14 @@ def level_summaries(
     resamples: int,
 ) -> list[LevelSummary]:
     finite = np.isfinite(levels)
-    distinct = np.unique(levels[finite])
-    if distinct.size <= 1:
+    distinct, sizes = np.unique(levels[finite], return_counts=True)
+    # Levels held for a while only: the counts seen for a moment while ramping between steps are noise.
+    held = distinct[sizes >= max(MIN_LEVEL_SAMPLES, LEVEL_MIN_SHARE * status.size)]
+    if held.size <= 1:
         return []
     arrays = stage_arrays(frame)
     out: list[LevelSummary] = []
-    for level in distinct:
+    for level in held:
         mask = levels == level
         counts, rates = outcome(status[mask], arrays["e2e"][mask], target_ms)
         stages = {}
@@ -174,11 +184,12 @@ def level_summaries(
 
 
 def capacity(levels: list[LevelSummary], target_ms: float, max_failure_rate: float = 0.01) -> int | None:
-    """The highest caller level up to which every level keeps e2e p95 under target and failures ≤ 1 %."""
+    """Highest caller level up to which every held level keeps e2e p95 under target, failures ≤ 1 %.
+
+    A level with no e2e sample at all (everything timed out) has a NaN p95 and ends the climb.
+    """
     best = None
     for lvl in levels:
-        if lvl.stages["e2e"].count < MIN_LEVEL_SAMPLES:
-            continue
         failures = lvl.rates.error_rate + lvl.rates.timeout_rate
         if not (lvl.stages["e2e"].p95 < target_ms and failures <= max_failure_rate):
             break
@@ -192,6 +203,16 @@ def _named_counts(values: pd.Series, limit: int | None = None) -> list[NamedCoun
     return items[:limit] if limit else items
 
 
+@dataclass(frozen=True)
+class Aggregated:
+    """A run's summary plus the row-level arrays the charts and the comparison reuse."""
+
+    summary: RunSummary
+    status: np.ndarray  # ok / timeout / error per row
+    callers: np.ndarray  # active callers per row (summed over processes)
+    values: dict[str, np.ndarray]  # per-stage samples (connect once per conversation)
+
+
 def summarise(
     loaded: LoadedSamples,
     target_ms: float,
@@ -200,8 +221,8 @@ def summarise(
     partial: bool,
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = DEFAULT_SEED,
-) -> tuple[RunSummary, np.ndarray]:
-    """The run's RunSummary (thresholds and verdict left for the caller) and the per-row caller counts."""
+) -> Aggregated:
+    """The run's figures; thresholds, comparison and verdict are the caller's to fill in."""
     frame = loaded.frame
     warnings = list(loaded.notes)
     rng = np.random.default_rng(seed)
@@ -249,4 +270,4 @@ def summarise(
         bootstrap_resamples=resamples,
         bootstrap_seed=seed,
     )
-    return summary, callers
+    return Aggregated(summary, status, callers, values)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.patches import Patch, Rectangle
 
+from loadtest.report.aggregate import LEVEL_MIN_SHARE, MIN_LEVEL_SAMPLES
 from loadtest.report.charts_common import (
     BAND_COLOR,
     CALLERS_COLOR,
@@ -23,7 +24,6 @@ from loadtest.report.stats import clean_sorted
 from loadtest.report.timeseries import TimeSeries
 
 CDF_POINTS = 2001
-MIN_LEVEL_SAMPLES = 20
 
 
 def render_run_charts(
@@ -36,7 +36,7 @@ def render_run_charts(
         charts.append(stage_distributions(out_dir, summary, values))
         charts.append(stage_breakdown(out_dir, summary))
         charts.append(latency_over_time(out_dir, summary, ts))
-        if len([lv for lv in summary.levels if lv.stages["e2e"].count >= MIN_LEVEL_SAMPLES]) > 1:
+        if len(summary.levels) > 1:
             charts.append(latency_vs_callers(out_dir, summary))
         charts.append(errors_over_time(out_dir, ts))
         if ts.rtc:
@@ -95,7 +95,15 @@ def stage_distributions(out_dir: Path, summary: RunSummary, values: dict[str, np
             continue
         q1, q5, q25, q50, q75, q95, q99 = np.quantile(x, [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99])
         boxes.append(
-            {"whislo": q5, "q1": q25, "med": q50, "q3": q75, "whishi": q95, "fliers": [q1, q99], "label": stage}
+            {
+                "whislo": q5,
+                "q1": q25,
+                "med": q50,
+                "q3": q75,
+                "whishi": q95,
+                "fliers": [q1, q99],
+                "label": stage,
+            }
         )
         positions.append(i)
         names.append(stage)
@@ -106,11 +114,19 @@ def stage_distributions(out_dir: Path, summary: RunSummary, values: dict[str, np
             band = BUDGET_BANDS.get(stage)
             if band:
                 ax.add_patch(
-                    Rectangle((i - 0.42, band[0]), 0.84, band[1] - band[0], color=BAND_COLOR, alpha=0.18, lw=0)
+                    Rectangle(
+                        (i - 0.42, band[0]), 0.84, band[1] - band[0], color=BAND_COLOR, alpha=0.18, lw=0
+                    )
                 )
-        art = ax.bxp(boxes, positions=positions, widths=0.5, patch_artist=True, showfliers=True,
-                     flierprops={"marker": "_", "markersize": 14, "markeredgecolor": "#333333"},
-                     medianprops={"color": "black", "lw": 2})
+        art = ax.bxp(
+            boxes,
+            positions=positions,
+            widths=0.5,
+            patch_artist=True,
+            showfliers=True,
+            flierprops={"marker": "_", "markersize": 14, "markeredgecolor": "#333333"},
+            medianprops={"color": "black", "lw": 2},
+        )
         for patch, name in zip(art["boxes"], names, strict=True):
             patch.set_facecolor(STAGE_COLORS[name])
             patch.set_alpha(0.55)
@@ -150,20 +166,32 @@ def stage_breakdown(out_dir: Path, summary: RunSummary) -> ChartFile:
             left = 0.0
             for stage in PIPELINE_STAGES:
                 width = BUDGET_BANDS[stage][1] if stat == "budget" else summary.stages[stage].stat(stat)
-                ax.barh(y, width, left=left, color=STAGE_COLORS[stage], alpha=0.35 if stat == "budget" else 0.8,
-                        edgecolor="white", label=stage if y == 0 else None)
+                ax.barh(
+                    y,
+                    width,
+                    left=left,
+                    color=STAGE_COLORS[stage],
+                    alpha=0.35 if stat == "budget" else 0.8,
+                    edgecolor="white",
+                    label=stage if y == 0 else None,
+                )
                 if width > 60:
                     ax.text(left + width / 2, y, f"{width:.0f}", ha="center", va="center", fontsize=9)
                 left += width
             labels.append(label)
             if stat != "budget" and summary.stages["e2e"].count:
                 e2e = summary.stages["e2e"].stat(stat)
-                ax.plot([e2e, e2e], [y - 0.4, y + 0.4], color="black", lw=2.5,
-                        label="measured e2e at that percentile" if y == 0 else None)
+                ax.plot(
+                    [e2e, e2e],
+                    [y - 0.4, y + 0.4],
+                    color="black",
+                    lw=2.5,
+                    label="measured e2e at that percentile" if y == 0 else None,
+                )
         _target_line(ax, summary.target_ms)
         ax.set_yticks(range(len(labels)), labels)
         ax.invert_yaxis()
-        ax.legend(loc="lower right", ncols=3)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: bars reach any x
     ax.set_xlabel("latency (ms)")
     ax.set_title("Where the time goes: STT + translation + TTS")
     caption = (
@@ -184,6 +212,9 @@ def _callers_axis(ax, ts: TimeSeries) -> None:
     ax2.grid(False)
     ax2.spines["right"].set_visible(True)
     ax2.legend(loc="upper right")
+    # Latency drawn above the callers' fill (a twin axis otherwise paints over its host).
+    ax.set_zorder(ax2.get_zorder() + 1)
+    ax.patch.set_visible(False)
 
 
 def latency_over_time(out_dir: Path, summary: RunSummary, ts: TimeSeries) -> ChartFile:
@@ -191,11 +222,22 @@ def latency_over_time(out_dir: Path, summary: RunSummary, ts: TimeSeries) -> Cha
     if ts.empty or not np.isfinite(ts.e2e_q).any():
         no_data(ax, "no timed e2e samples")
     else:
-        ax.scatter(ts.scatter_t, ts.scatter_e2e, s=3, color="#999999", alpha=0.35, lw=0, label="samples (subset)")
+        ax.scatter(
+            ts.scatter_t,
+            ts.scatter_e2e,
+            s=3,
+            color="#999999",
+            alpha=0.35,
+            lw=0,
+            label="samples (subset)",
+            rasterized=True,
+        )  # one bitmap in the SVG, not 4000 paths
         centers = ts.t + ts.bin_s / 2
         for j, name in enumerate(("p50", "p95", "p99")):
             color, ls = Q_STYLES[name]
-            ax.plot(centers, ts.e2e_q[:, j], color=color, ls=ls, lw=1.8, label=f"e2e {name} per {ts.bin_s:g} s")
+            ax.plot(
+                centers, ts.e2e_q[:, j], color=color, ls=ls, lw=1.8, label=f"e2e {name} per {ts.bin_s:g} s"
+            )
         _target_line(ax, summary.target_ms, vertical=False)
         top = max(float(np.nanmax(ts.e2e_q[:, 2])) * 1.15, summary.target_ms * 1.15)
         ax.set_ylim(0, top)
@@ -214,7 +256,7 @@ def latency_over_time(out_dir: Path, summary: RunSummary, ts: TimeSeries) -> Cha
 
 def latency_vs_callers(out_dir: Path, summary: RunSummary) -> ChartFile:
     fig, ax = new_figure()
-    levels = [lv for lv in summary.levels if lv.stages["e2e"].count >= MIN_LEVEL_SAMPLES]
+    levels = summary.levels
     x = np.array([lv.callers for lv in levels], dtype=float)
     for name in ("p50", "p95", "p99"):
         color, ls = Q_STYLES[name]
@@ -222,8 +264,16 @@ def latency_vs_callers(out_dir: Path, summary: RunSummary) -> ChartFile:
         if name == "p95":
             lo = np.array([lv.stages["e2e"].p95_ci.low for lv in levels])
             hi = np.array([lv.stages["e2e"].p95_ci.high for lv in levels])
-            ax.errorbar(x, y, yerr=[y - lo, hi - y], color=color, ls=ls, marker="o", capsize=3,
-                        label="e2e p95 (95 % CI)")
+            ax.errorbar(
+                x,
+                y,
+                yerr=[y - lo, hi - y],
+                color=color,
+                ls=ls,
+                marker="o",
+                capsize=3,
+                label="e2e p95 (95 % CI)",
+            )
         else:
             ax.plot(x, y, color=color, ls=ls, marker="o", label=f"e2e {name}")
     for stage in PIPELINE_STAGES:
@@ -231,27 +281,33 @@ def latency_vs_callers(out_dir: Path, summary: RunSummary) -> ChartFile:
         ax.plot(x, y, color=STAGE_COLORS[stage], ls="--", lw=1, marker=".", label=f"{stage} p95")
     _target_line(ax, summary.target_ms, vertical=False)
     if summary.capacity_callers is not None:
-        ax.axvline(summary.capacity_callers, color="#2e7d32", lw=1.2, ls="-.",
-                   label=f"capacity at target: {summary.capacity_callers} callers")
+        ax.axvline(
+            summary.capacity_callers,
+            color="#2e7d32",
+            lw=1.2,
+            ls="-.",
+            label=f"capacity at target: {summary.capacity_callers} callers",
+        )
     ax.set_ylim(bottom=0)
-    ax.legend(loc="upper left", ncols=2)
     ax2 = ax.twinx()
     fail = np.array([(lv.rates.error_rate + lv.rates.timeout_rate) * 100 for lv in levels])
     width = max(0.5, (np.ptp(x) / max(len(x), 1)) * 0.3) if len(x) > 1 else 0.5
-    ax2.bar(x, fail, width=width, color="#9e9e9e", alpha=0.35, label="failed (error + timeout) %")
+    bars = ax2.bar(x, fail, width=width, color="#9e9e9e", alpha=0.35, label="failed (error + timeout) %")
     ax2.set_ylabel("failed utterances (%)")
     ax2.set_ylim(0, max(5.0, float(fail.max()) * 1.3) if fail.size else 5.0)
     ax2.grid(False)
     ax2.spines["right"].set_visible(True)
-    ax2.legend(loc="upper right")
+    handles, _ = ax.get_legend_handles_labels()
+    ax.legend(handles=[*handles, bars], loc="upper left", ncols=2)  # one legend, drawn above both axes
     ax.set_zorder(ax2.get_zorder() + 1)
     ax.patch.set_visible(False)
     ax.set_xlabel("active callers (summed over tester processes)")
     ax.set_ylabel("latency (ms)")
     ax.set_title("Latency vs concurrency (the knee)")
     caption = (
-        f"Per caller level (levels with ≥ {MIN_LEVEL_SAMPLES} e2e samples): e2e percentiles, stage p95s and "
-        "the failed share. Capacity = highest level up to which e2e p95 stays under target with ≤ 1 % failed."
+        f"Per caller level held for ≥ {LEVEL_MIN_SHARE:.0%} of the run's utterances "
+        f"(and ≥ {MIN_LEVEL_SAMPLES}): e2e percentiles, stage p95s and the failed share. "
+        "Capacity = highest level up to which e2e p95 stays under target with ≤ 1 % failed."
     )
     return save(fig, out_dir, "latency_vs_callers", "Latency vs concurrency", caption)
 
@@ -263,8 +319,15 @@ def errors_over_time(out_dir: Path, ts: TimeSeries) -> ChartFile:
     else:
         err = np.nan_to_num(ts.error_rate) * 100
         tout = np.nan_to_num(ts.timeout_rate) * 100
-        ax.stackplot(ts.t, err, tout, step="post", colors=["#d62728", "#ff9800"], alpha=0.7,
-                     labels=["error", "timeout"])
+        ax.stackplot(
+            ts.t,
+            err,
+            tout,
+            step="post",
+            colors=["#d62728", "#ff9800"],
+            alpha=0.7,
+            labels=["error", "timeout"],
+        )
         ax.set_ylim(0, max(5.0, float((err + tout).max()) * 1.2))
         ax.set_xlim(0, float(ts.t[-1] + ts.bin_s))
         ax.legend(loc="upper left")
@@ -276,7 +339,11 @@ def errors_over_time(out_dir: Path, ts: TimeSeries) -> ChartFile:
     return save(fig, out_dir, "errors_over_time", "Errors and timeouts over time", caption)
 
 
-RTC_LABELS = {"jitter_ms": ("jitter", "ms"), "packets_lost": ("packets lost", "packets"), "rtt_ms": ("RTT", "ms")}
+RTC_LABELS = {
+    "jitter_ms": ("jitter", "ms"),
+    "packets_lost": ("packets lost", "packets"),
+    "rtt_ms": ("RTT", "ms"),
+}
 
 
 def rtc_over_time(out_dir: Path, ts: TimeSeries) -> ChartFile:
@@ -292,8 +359,10 @@ def rtc_over_time(out_dir: Path, ts: TimeSeries) -> ChartFile:
         ax.set_title(label)
         ax.set_xlabel("time since run start (s)")
         ax.set_ylabel(f"{label} ({unit})")
-        ax.set_ylim(bottom=0)
-        ax.legend(loc="upper left")
+        ax.set_ylim(bottom=0, top=max(1.0, float(np.nanmax(q)) * 1.3) if np.isfinite(q).any() else 1.0)
+        ax.legend(loc="upper left", ncols=2)
     fig.suptitle("WebRTC stats over time", fontweight="bold")
-    caption = "Per-bin p50/p95 of the RTC stats the clients reported (listener's consumer, speaker's producer)."
+    caption = (
+        "Per-bin p50/p95 of the RTC stats the clients reported (listener's consumer, speaker's producer)."
+    )
     return save(fig, out_dir, "rtc_stats", "RTC stats", caption)

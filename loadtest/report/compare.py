@@ -18,6 +18,8 @@ from loadtest.report.aggregate import normalised_status, outcome, stage_values
 from loadtest.report.io import load_samples, read_run_failed
 from loadtest.report.model import (
     DEFAULT_TARGET_MS,
+    DEFAULT_TOLERANCE_MS,
+    DEFAULT_TOLERANCE_PCT,
     STAGES,
     Comparison,
     Interval,
@@ -34,8 +36,6 @@ from loadtest.report.stats import (
     percentile_interval,
 )
 
-DEFAULT_TOLERANCE_PCT = 5.0
-DEFAULT_TOLERANCE_MS = 20.0
 NAN = float("nan")
 
 
@@ -71,7 +71,11 @@ def compare_stage(
         mw_p = float(mannwhitneyu(c, b, alternative="greater").pvalue)
     significant = bool(p95.delta_ci.low > 0)
     beyond = _beyond(p95.delta_pct, tolerance_pct) and p95.delta_ms > tolerance_ms
-    better = bool(p95.delta_ci.high < 0) and _beyond(-p95.delta_pct, tolerance_pct) and -p95.delta_ms > tolerance_ms
+    better = (
+        bool(p95.delta_ci.high < 0)
+        and _beyond(-p95.delta_pct, tolerance_pct)
+        and -p95.delta_ms > tolerance_ms
+    )
     return StageComparison(
         stage=stage,
         baseline_count=int(b.size),
@@ -98,8 +102,15 @@ def compare_values(
 ) -> tuple[StageComparison, ...]:
     rng = np.random.default_rng(seed)
     return tuple(
-        compare_stage(s, baseline.get(s, np.empty(0)), candidate.get(s, np.empty(0)), rng, tolerance_pct,
-                      tolerance_ms, resamples)
+        compare_stage(
+            s,
+            baseline.get(s, np.empty(0)),
+            candidate.get(s, np.empty(0)),
+            rng,
+            tolerance_pct,
+            tolerance_ms,
+            resamples,
+        )
         for s in STAGES
     )
 

@@ -17,7 +17,8 @@ from loadtest.report.model import EXTRA_METRICS, STAGES
 SAMPLES_FILE = "samples.parquet"
 JOURNAL_DIR = "journal"
 RUN_FAILED_FILE = "run-failed.json"
-RUN_META_FILE = "run-meta.json"
+RUN_META_FILE = "run-meta.json"  # optional RunMetadata fields, written by whoever knows them
+RUN_JSON_FILE = "run.json"  # what loadtest.runner records at the start of a run
 
 # Only what the report uses is read: at 1M rows the text columns (transcripts, references) would cost
 # more memory than everything else together.
@@ -67,10 +68,14 @@ def _load_journal(shards: list[Path], all_columns: bool) -> LoadedSamples:
     A line that does not parse is skipped and makes the report partial; the last line of a shard without
     its trailing newline is the usual case (the process died mid-write).
     """
-    records: list[dict[str, Any]] = []
+    # Column lists, not a list of dicts: a million dicts would cost several times the frame itself.
+    columns: dict[str, list[Any]] = {}
+    rows = 0
     notes: list[str] = []
     partial = False
-    wanted = None if all_columns else set(REPORT_COLUMNS)
+    wanted = None if all_columns else {*REPORT_COLUMNS, "utterance_id"}
+    seen: set[tuple[Any, Any]] = set()
+    duplicates = 0
     for shard in shards:
         bad = 0
         with shard.open("rb") as fh:
@@ -85,11 +90,28 @@ def _load_journal(shards: list[Path], all_columns: bool) -> LoadedSamples:
                 if not isinstance(obj, dict):
                     bad += 1
                     continue
-                records.append(obj if wanted is None else {k: v for k, v in obj.items() if k in wanted})
+                # Each utterance exactly once, as journal.merge_to_parquet does.
+                key = (obj.get("run_id"), obj.get("utterance_id"))
+                if key[1] is not None:
+                    if key in seen:
+                        duplicates += 1
+                        continue
+                    seen.add(key)
+                for k, v in obj.items():
+                    if wanted is None or k in wanted:
+                        columns.setdefault(k, [None] * rows).append(v)
+                rows += 1
+                for col in columns.values():
+                    if len(col) < rows:  # a key this record lacks
+                        col.append(None)
         if bad:
             partial = True
-            notes.append(f"journal shard {shard.name}: {bad} unreadable line(s) skipped (truncated by a kill?)")
-    frame = pd.DataFrame.from_records(records) if records else pd.DataFrame()
+            notes.append(
+                f"journal shard {shard.name}: {bad} unreadable line(s) skipped (truncated by a kill?)"
+            )
+    if duplicates:
+        notes.append(f"journal: {duplicates} duplicate utterance record(s) dropped")
+    frame = pd.DataFrame(columns) if rows else pd.DataFrame()
     return LoadedSamples(normalise(frame), JOURNAL_DIR, partial=partial, notes=notes)
 
 
@@ -144,6 +166,7 @@ def write_json(path: Path, data: Any) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=2, allow_nan=False)
             fh.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; summaries are meant to be read by CI and people
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,4 +1,4 @@
-"""Typed records that cross module lines inside `loadtest.report` (JSON only at the edges, see serialize.py)."""
+"""Typed records that cross module lines inside `loadtest.report` (JSON only at the edge: serialize.py)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,9 @@ BUDGET_BANDS: dict[str, tuple[float, float]] = {
     "tts": (300.0, 800.0),
 }
 DEFAULT_TARGET_MS = 1500.0
+# A regression: p95 worse by more than both of these (and significantly so).
+DEFAULT_TOLERANCE_PCT = 5.0
+DEFAULT_TOLERANCE_MS = 20.0
 
 EXIT_OK = 0
 EXIT_THRESHOLD_FAILED = 1

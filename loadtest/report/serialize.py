@@ -136,7 +136,7 @@ def summary(s: RunSummary, run_dir: str) -> dict[str, Any]:
         "partial": s.partial,
         "run_failed": {"error": s.run_failed} if s.run_failed else None,
         "source": s.source,
-        "target_ms": s.target_ms,
+        "target_ms": int(s.target_ms) if float(s.target_ms).is_integer() else s.target_ms,
         "utterances": dataclasses.asdict(s.counts),
         "error_rate": num(s.rates.error_rate),
         "timeout_rate": num(s.rates.timeout_rate),

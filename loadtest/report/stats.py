@@ -33,7 +33,9 @@ def clean_sorted(values: np.ndarray) -> np.ndarray:
     return v
 
 
-def bootstrap_quantile(x_sorted: np.ndarray, q: float, rng: np.random.Generator, resamples: int) -> np.ndarray:
+def bootstrap_quantile(
+    x_sorted: np.ndarray, q: float, rng: np.random.Generator, resamples: int
+) -> np.ndarray:
     """`resamples` bootstrap replicates of the type-7 q-quantile of `x_sorted` (see module docstring)."""
     n = x_sorted.size
     if n == 0:

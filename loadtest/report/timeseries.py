@@ -51,7 +51,9 @@ def empty_series() -> TimeSeries:
     return TimeSeries(1.0, z, z, z, np.empty((0, 3)), z, z, z)
 
 
-def build_timeseries(frame: pd.DataFrame, status: np.ndarray, callers: np.ndarray, seed: int = 0) -> TimeSeries:
+def build_timeseries(
+    frame: pd.DataFrame, status: np.ndarray, callers: np.ndarray, seed: int = 0
+) -> TimeSeries:
     wall = frame["wall_start"].to_numpy(dtype=np.float64)
     finite = np.isfinite(wall)
     if not finite.any():
@@ -67,7 +69,9 @@ def build_timeseries(frame: pd.DataFrame, status: np.ndarray, callers: np.ndarra
     e2e_count, e2e_q = grouped_quantiles(codes, e2e, n_bins, BIN_QS)
     with np.errstate(invalid="ignore", divide="ignore"):
         err = np.bincount(codes[valid], weights=(status[valid] == "error"), minlength=n_bins)[:n_bins] / sent
-        tout = np.bincount(codes[valid], weights=(status[valid] == "timeout"), minlength=n_bins)[:n_bins] / sent
+        tout = (
+            np.bincount(codes[valid], weights=(status[valid] == "timeout"), minlength=n_bins)[:n_bins] / sent
+        )
     rtc = {}
     for col in RTC_COLUMNS:
         vals = frame[col].to_numpy(dtype=np.float64)

@@ -23,23 +23,10 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
-from sut.config import (
-    REPO_ROOT,
-    FaultsConfig,
-    GatewayConfig,
-    LatencyModel,
-    ProxyConfig,
-    ServiceConfig,
-    StackConfig,
-    StackConfigError,
-    _build,
-    _service,
-    load_stack_config,
-)
+from sut.config import LatencyModel, ServiceConfig, StackConfig, StackConfigError, load_stack_config
 
 # Utterances arrive as whole WAV bodies (15 s at 48 kHz is ~1.4 MB): aiohttp's 1 MiB default is too small.
 MAX_BODY_BYTES = 32 * 1024 * 1024
-DEFAULT_PORTS = {"stt": 8002, "translation": 8005, "tts": 8003}
 
 log = logging.getLogger("sut.services")
 
@@ -141,12 +128,13 @@ class ServiceState:
 
 
 STATE_KEY = web.AppKey("service_state", ServiceState)
+LOG_DETAIL = web.RequestKey("log_detail", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def set_log_detail(request: web.Request, detail: str) -> None:
     """What the request log line should say about this request beyond status and time."""
-    request["log_detail"] = detail
+    request[LOG_DETAIL] = detail
 
 
 def short(text: str, limit: int = 48) -> str:
@@ -165,11 +153,13 @@ async def _errors_and_log(request: web.Request, handler: Handler) -> web.StreamR
         response = web.json_response({"error": exc.reason}, status=exc.status)
     except Exception as exc:  # a failing engine must answer 500, not drop the connection
         log.exception("unhandled error in %s %s", request.method, request.path)
-        response = web.json_response({"error": f"internal error: {type(exc).__name__}: {exc}"}, status=500)
+        message = f"internal error: {type(exc).__name__}: {exc}"
+        response = web.json_response({"error": message}, status=500)
+        set_log_detail(request, f"error={short(message, 80)}")
     if request.path != "/health":  # health probes every second would drown the log
         ms = (time.perf_counter() - t0) * 1000.0
         log.info("%s %d %s %.0fms %s", request.method, response.status, request.path, ms,
-                 request.get("log_detail", ""))
+                 request.get(LOG_DETAIL, ""))
     return response
 
 
@@ -220,36 +210,6 @@ def require_str(doc: dict[str, Any], key: str) -> str:
 # --------------------------------------------------------------------------- config + CLI
 
 
-def stack_config_from_dict(doc: dict[str, Any]) -> StackConfig:
-    """The orchestrator's resolved config (``dataclasses.asdict(StackConfig)``, paths as strings).
-
-    Also accepts the TOML layout (a ``[stack]`` table beside the sections). Reuses config.py's
-    validators so both routes reject the same mistakes.
-    """
-    doc = dict(doc)
-    doc.update(doc.pop("stack", {}))
-    known = {"name", "host", "ground_truth", "fixtures", "proxy", "gateway", "stt", "translation",
-             "tts", "faults"}
-    for key in doc:
-        if key not in known:
-            raise StackConfigError(f"unknown key '{key}' in stack JSON (known: {', '.join(sorted(known))})")
-    fixtures = Path(doc.get("fixtures", "fixtures/audio/manifest.json"))
-    if not fixtures.is_absolute():
-        fixtures = REPO_ROOT / fixtures
-    return StackConfig(
-        name=str(doc.get("name", "stack-json")),
-        host=str(doc.get("host", "127.0.0.1")),
-        ground_truth=bool(doc.get("ground_truth", True)),
-        fixtures=fixtures,
-        proxy=_build(ProxyConfig, doc.get("proxy", {}), "proxy"),
-        gateway=_build(GatewayConfig, doc.get("gateway", {}), "gateway"),
-        stt=_service(doc, "stt", DEFAULT_PORTS["stt"]),
-        translation=_service(doc, "translation", DEFAULT_PORTS["translation"]),
-        tts=_service(doc, "tts", DEFAULT_PORTS["tts"]),
-        faults=_build(FaultsConfig, doc.get("faults", {}), "faults"),
-    )
-
-
 @dataclass(frozen=True)
 class ServiceArgs:
     stack: StackConfig
@@ -264,17 +224,15 @@ def parse_args(name: str, argv: list[str] | None = None) -> ServiceArgs:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--stack-json", type=Path, help="resolved stack config written by sut/stack.py")
     src.add_argument("--config", help="stack TOML: a path or a name in sut/configs (standalone use)")
-    parser.add_argument("--port-offset", type=int, default=0, help="shift every port (with --config)")
+    parser.add_argument("--port-offset", type=int, default=0, help="shift every port of the stack")
     parser.add_argument("--port", type=int, help="override this service's port (0: any free port)")
     parser.add_argument("--seed", type=int, help="seed the latency model's RNG (repeatable runs)")
     args = parser.parse_args(argv)
     try:
-        if args.stack_json is not None:
-            stack = stack_config_from_dict(json.loads(args.stack_json.read_text()))
-        else:
-            stack = load_stack_config(args.config)
+        # load_stack_config reads both: the TOML and the orchestrator's resolved JSON (same layout).
+        stack = load_stack_config(args.stack_json if args.stack_json is not None else args.config)
         stack = stack.with_port_offset(args.port_offset)
-    except (OSError, json.JSONDecodeError, StackConfigError) as exc:
+    except (OSError, StackConfigError) as exc:
         parser.exit(2, f"{name}: bad stack config: {exc}\n")
     service = stack.service(name)
     port = service.port if args.port is None else args.port

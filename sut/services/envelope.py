@@ -31,6 +31,7 @@ FLOOR_DB = 45.0  # below peak: makes silence look the same whatever the codec di
 SPEECH_DB = 35.0  # below peak: frames louder than this count as speech for the duration check
 DEFAULT_THRESHOLD = 0.88
 EDGE_FRAMES = 20  # the VAD may clip up to 200 ms of a fixture's speech at either end
+MIN_PEAK_DBFS = -55.0  # loudest 10 ms below this: silence (the gateway's VAD triggers at -50 dBFS)
 
 
 def band_envelope(x: np.ndarray, rate: int) -> np.ndarray:
@@ -56,6 +57,16 @@ def speech_span(env: np.ndarray) -> tuple[int, int]:
     total = 10.0 * np.log10(np.sum(10.0 ** (env / 10.0), axis=1))
     loud = np.nonzero(total > np.percentile(total, 99) - SPEECH_DB)[0]
     return (int(loud[0]), int(loud[-1]) + 1) if len(loud) else (0, 0)
+
+
+def peak_dbfs(x: np.ndarray, rate: int) -> float:
+    """Level of the loudest 10 ms, dB re int16 full scale."""
+    hop = max(1, rate // 100)
+    n = len(x) // hop
+    if n == 0:
+        return -np.inf
+    rms = np.sqrt(np.mean(x[: n * hop].astype(np.float64).reshape(n, hop) ** 2, axis=1)).max()
+    return float(20.0 * np.log10(rms / 32768.0 + 1e-12))
 
 
 @dataclass(frozen=True)
@@ -123,29 +134,28 @@ class EnvelopeMatcher:
     def match(self, samples: np.ndarray, rate: int, candidates: set[str] | None = None) -> MatchResult:
         env = band_envelope(samples, rate)
         s0, s1 = speech_span(env)
-        if s1 - s0 < 10:
+        if s1 - s0 < 10 or peak_dbfs(samples, rate) < MIN_PEAK_DBFS:
             return MatchResult(False, None, 0.0, 0.0, "no speech in audio")
         # Pad with the floor: audio the VAD clipped off the ends looks like silence.
         floor = env.min(axis=0)
         padded = np.concatenate([np.tile(floor, (EDGE_FRAMES, 1)), env, np.tile(floor, (EDGE_FRAMES, 1))])
         best: tuple[float, Reference | None, int] = (-1.0, None, 0)
-        best_any: tuple[float, Reference | None] = (-1.0, None)
         for ref in self.references:
             if candidates is not None and ref.id not in candidates:
+                continue
+            # Duration first: it is free, and it rules out most of a large corpus before any correlation.
+            if not durations_compatible(s1 - s0, ref.speech_frames):
                 continue
             scores = ncc_over_lags(ref.env, padded)
             if scores.size == 0:
                 continue
             lag = int(np.argmax(scores))
-            score = float(scores[lag])
-            if score > best_any[0]:
-                best_any = (score, ref)
-            if durations_compatible(s1 - s0, ref.speech_frames) and score > best[0]:
-                best = (score, ref, lag - EDGE_FRAMES)
+            if scores[lag] > best[0]:
+                best = (float(scores[lag]), ref, lag - EDGE_FRAMES)
         score, ref, lag = best
         if ref is None:
-            any_id = best_any[1].id if best_any[1] else None
-            return MatchResult(False, any_id, max(best_any[0], 0.0), 0.0, "no fixture of compatible duration")
+            reason = f"no fixture lasts like this audio ({(s1 - s0) / 100:.2f} s of speech)"
+            return MatchResult(False, None, 0.0, 0.0, reason)
         if score < self.threshold:
             return MatchResult(False, ref.id, score, lag * 10.0, f"best score {score:.2f} < {self.threshold}")
         return MatchResult(True, ref.id, score, lag * 10.0, "")

@@ -44,16 +44,23 @@ def test_stage_latencies_follow_the_definitions() -> None:
 @pytest.mark.parametrize(
     ("fields", "stage"),
     [
-        ({}, "planned"),
-        ({"t_send_start": 1.0, "t_speech_end": 2.0}, "sent"),
-        ({"t_send_start": 1.0, "t_speech_end": 2.0, "t_transcript": 2.5}, "stt"),
-        ({"t_send_start": 1.0, "t_speech_end": 2.0, "t_transcript": 2.5, "t_translation": 2.6},
-         "translation"),
-        ({"t_send_start": 1.0, "t_speech_end": 2.0, "t_transcript": 2.5, "t_translation": 2.6,
-          "t_tts_event": 2.9}, "tts_event"),
+        ({}, "send"),
+        ({"t_send_start": 1.0, "t_speech_end": 2.0}, "stt"),
+        ({"t_send_start": 1.0, "t_speech_end": 2.0, "t_transcript": 2.5}, "translation"),
+        ({"t_send_start": 1.0, "t_speech_end": 2.0, "t_transcript": 2.5, "t_translation": 2.6}, "tts"),
+        (
+            {
+                "t_send_start": 1.0,
+                "t_speech_end": 2.0,
+                "t_transcript": 2.5,
+                "t_translation": 2.6,
+                "t_tts_event": 2.9,
+            },
+            "tts",
+        ),
     ],
 )
-def test_timeout_names_the_last_stage_reached(fields: dict[str, float], stage: str) -> None:
+def test_timeout_names_the_stage_that_never_finished(fields: dict[str, float], stage: str) -> None:
     tl = timeline()
     for name, value in fields.items():
         setattr(tl, name, value)

@@ -11,7 +11,8 @@ function describeFetchError(err, timeoutMs) {
   if (err.name === 'TimeoutError') return `timed out after ${timeoutMs} ms`;
   if (err.name === 'AbortError') return 'aborted: producer closed';
   const cause = err.cause;
-  if (cause && (cause.code || cause.message)) return `${cause.code || ''} ${cause.message || ''}`.trim();
+  if (cause && cause.message) return cause.code && !cause.message.includes(cause.code) ? `${cause.code} ${cause.message}` : cause.message;
+  if (cause && cause.code) return cause.code;
   return err.message;
 }
 

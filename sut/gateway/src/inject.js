@@ -144,15 +144,20 @@ class Injector {
     }
   }
 
-  _sendFrame(c, now, dueMs) {
-    const i = c.index;
+  _encode(c, i) {
     let frame = c.samples.subarray(i * FRAME_SAMPLES, (i + 1) * FRAME_SAMPLES);
     if (frame.length < FRAME_SAMPLES) {
       const padded = new Int16Array(FRAME_SAMPLES);
       padded.set(frame);
       frame = padded;
     }
-    const payload = this.encoder.encode(Buffer.from(frame.buffer, frame.byteOffset, FRAME_SAMPLES * 2), FRAME_SAMPLES);
+    return this.encoder.encode(Buffer.from(frame.buffer, frame.byteOffset, FRAME_SAMPLES * 2), FRAME_SAMPLES);
+  }
+
+  _sendFrame(c, now, dueMs) {
+    const i = c.index;
+    // The next frame is encoded right after this one is sent, so a due packet only costs a send.
+    const payload = c.next || this._encode(c, i);
     const timestamp = (c.ts0 + i * FRAME_SAMPLES) >>> 0;
     const packet = buildRtp({ payloadType: PAYLOAD_TYPE, sequenceNumber: this.seq, timestamp, ssrc: this.ssrc, marker: i === 0, payload });
     this.seq = (this.seq + 1) & 0xffff;
@@ -160,6 +165,7 @@ class Injector {
     this.socket.send(packet, this.dest.port, this.dest.ip);
     const sentMs = nowMs();
     c.index += 1;
+    c.next = c.index < c.frames ? this._encode(c, c.index) : null;
     const lateness = sentMs - dueMs;
     this.stats.packets += 1;
     this.stats.sumLatenessMs += lateness;
@@ -187,4 +193,15 @@ class Injector {
   }
 }
 
-module.exports = { Injector };
+/**
+ * Pay opusscript's one-time costs up front: it instantiates its wasm on first use and V8 compiles
+ * each wasm function lazily on its first call (10–50 ms each for encode and decode). Paid inside
+ * the pacing loop, that would make an utterance's first packets late and then burst.
+ */
+function warmUpOpus() {
+  const codec = new OpusScript(SAMPLE_RATE, 1, OpusScript.Application.VOIP);
+  codec.decode(codec.encode(Buffer.alloc(FRAME_SAMPLES * 2), FRAME_SAMPLES));
+  codec.delete();
+}
+
+module.exports = { Injector, warmUpOpus };

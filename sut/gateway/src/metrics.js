@@ -14,8 +14,9 @@ function fmt(v) {
 }
 
 class Counter {
-  constructor(name, help) {
-    Object.assign(this, { name, help, type: 'counter', values: new Map() });
+  /** @param {boolean} [labelled] a labelled counter has no series until first inc(); a plain one starts at 0 */
+  constructor(name, help, labelled = false) {
+    Object.assign(this, { name, help, type: 'counter', values: new Map(), labelled });
   }
 
   inc(labels = {}, by = 1) {
@@ -24,7 +25,7 @@ class Counter {
   }
 
   lines() {
-    if (this.values.size === 0) return [`${this.name} 0`];
+    if (this.values.size === 0) return this.labelled ? [] : [`${this.name} 0`];
     return [...this.values].map(([k, v]) => `${this.name}${k ? `{${k}}` : ''} ${fmt(v)}`);
   }
 }
@@ -107,7 +108,7 @@ function createMetrics() {
   return {
     registry: r,
     utterances: r.add(new Counter('gateway_utterances_total', 'Utterances segmented by the VAD')),
-    stageResults: r.add(new Counter('gateway_stage_results_total', 'Pipeline stage outcomes by stage and result')),
+    stageResults: r.add(new Counter('gateway_stage_results_total', 'Pipeline stage outcomes by stage and result', true)),
     stageLatency: r.add(new Histogram('gateway_stage_latency_seconds',
       'Gateway-side stage latency: stt=transcription-speech_end, translation, tts=first packet-translation, e2e=first packet-speech_end',
       LATENCY_BUCKETS_S)),
@@ -118,7 +119,7 @@ function createMetrics() {
     tapLost: r.add(new Counter('gateway_tap_lost_packets_total', 'RTP packets missing at the taps (sequence gaps)')),
     ttsPackets: r.add(new Counter('gateway_tts_packets_total', 'RTP packets injected into TTS producers')),
     ttsLateness: r.add(new Histogram('gateway_tts_send_lateness_ms', 'TTS packet send time minus its scheduled time (ms)', SMALL_BUCKETS_MS)),
-    socketRequests: r.add(new Counter('gateway_signaling_requests_total', 'Signaling requests by event and result')),
+    socketRequests: r.add(new Counter('gateway_signaling_requests_total', 'Signaling requests by event and result', true)),
   };
 }
 

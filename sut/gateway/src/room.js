@@ -33,6 +33,17 @@ class Peer {
   }
 }
 
+/** One line of tap and injection numbers, logged when a session ends. */
+function describeSession(s) {
+  const t = s.tap.stats;
+  const i = s.injector.stats;
+  const spanS = t.packets > 1 ? (t.lastMs - t.firstMs) / 1000 : 0;
+  const rate = spanS > 0 ? ((t.packets - 1) / spanS).toFixed(1) : '-';
+  const meanLate = i.packets ? (i.sumLatenessMs / i.packets).toFixed(2) : '-';
+  return `tap: ${t.packets} packets (${rate}/s), ${t.lost} lost, ${t.decodeErrors} undecodable; `
+    + `tts: ${i.utterances} utterances, ${i.packets} packets, send lateness mean ${meanLate} ms max ${i.maxLatenessMs.toFixed(2)} ms`;
+}
+
 class Room {
   /** Create a room with a fresh Router on `worker`. deps: io, config, backends, groundTruth, metrics */
   static async create(id, worker, deps) {
@@ -126,15 +137,18 @@ class Room {
     if (peer.role !== 'speaker') throw new RequestError(`peer ${peer.id} joined as ${peer.role}; only speakers produce`);
     if (kind !== 'audio') throw new RequestError(`kind must be "audio", got ${JSON.stringify(kind)}`);
     const transport = peer.transport(transportId, 'send');
+    const t0 = nowMs();
     const producer = await transport.produce({ kind, rtpParameters, appData: { type: 'mic', language: peer.sourceLanguage } });
     peer.producers.set(producer.id, producer);
     producer.observer.on('close', () => this._onProducerClosed(peer, producer));
+    const t1 = nowMs();
     try {
       await this._startSession(peer, producer);
     } catch (err) {
       producer.close();
       throw new Error(`cannot start the speech pipeline for the producer: ${err.message}`);
     }
+    log.debug(`peer ${peer.id} produced ${producer.id}: producer ${(t1 - t0).toFixed(1)} ms, pipeline ${(nowMs() - t1).toFixed(1)} ms`);
     this.emit('newProducer', this._info(producer, peer.id), peer.socket);
     const tts = this.sessions.get(producer.id).injector.producer;
     // The TTS producer belongs to no peer's socket: every peer, the speaker included, hears of it.
@@ -185,6 +199,7 @@ class Room {
     const s = this.sessions.get(producer.id);
     if (s) {
       this.sessions.delete(producer.id);
+      log.info(`producer ${producer.id} closed; ${describeSession(s)}`);
       s.tap.close();
       s.pipeline.close();
       s.injector.close();

@@ -10,6 +10,7 @@ const { logger, setLevel } = require('./logger');
 const { WorkerPool } = require('./workers');
 const { Signaling } = require('./signaling');
 const { Backends } = require('./backends');
+const { warmUpOpus } = require('./inject');
 const { GroundTruth } = require('./groundtruth');
 const { createMetrics, Gauge } = require('./metrics');
 const { nowS } = require('./clock');
@@ -54,6 +55,7 @@ class Gateway {
       groundTruth: this.groundTruth,
       metrics: this.metrics,
     });
+    await this._warmUp();
     const r = this.metrics.registry;
     r.add(new Gauge('gateway_rooms', 'Open rooms', () => this.signaling.roomCount));
     r.add(new Gauge('gateway_peers', 'Joined peers', () => this.signaling.peerCount));
@@ -69,6 +71,18 @@ class Gateway {
       });
     });
     log.info(`gateway listening on http://${config.host}:${this.http.address().port} (announced media IP ${config.announcedIp})`);
+  }
+
+  /**
+   * Pay one-time costs before the first caller does: Opus codec compilation (inject.js) and the
+   * loading of fetch's implementation on the first request (~100 ms). Also logs which backends answer.
+   */
+  async _warmUp() {
+    warmUpOpus();
+    const names = ['stt', 'translation', 'tts'];
+    const states = await Promise.all(names.map((n) => this.backends.health(n)));
+    const line = names.map((n, i) => `${n}=${states[i]} (${this.config.services[n]})`).join(', ');
+    (states.every((st) => st === 'ok') ? log.info : log.warn)(`backends: ${line}`);
   }
 
   _sum(fn) {

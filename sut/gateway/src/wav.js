@@ -61,6 +61,14 @@ function toMono(data, fmt) {
   }
   if (fmt.channels < 1) throw new Error('WAV has 0 channels');
   const frames = Math.floor(data.length / (2 * fmt.channels));
+  if (fmt.channels === 1) {
+    // The common case (what we ask TTS for): one copy, no per-sample work (WAV and every host we
+    // run on are little-endian). Copying also fixes alignment, which an Int16Array view over the
+    // response buffer might lack.
+    const samples = new Int16Array(frames);
+    Buffer.from(samples.buffer).set(data.subarray(0, frames * 2));
+    return { sampleRate: fmt.sampleRate, samples };
+  }
   const samples = new Int16Array(frames);
   for (let i = 0; i < frames; i++) {
     let sum = 0;

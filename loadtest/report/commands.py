@@ -1,0 +1,220 @@
+"""CLI verbs `report`, `compare`, `nightly`: thin wrappers; each handler returns the documented exit code.
+
+The lead's CLI registers them with `add_report_commands(subparsers)` and dispatches `args.func(args)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
+
+from loadtest.report.model import (
+    DEFAULT_TARGET_MS,
+    DEFAULT_TOLERANCE_MS,
+    DEFAULT_TOLERANCE_PCT,
+    EXIT_RUN_FAILED,
+    ReportResult,
+    RunMetadata,
+)
+from loadtest.report.runconfig import ReportConfigError, read_report_config
+from loadtest.report.thresholds import ThresholdError, parse_thresholds
+
+# Usage and config errors: kept apart from 0-3 so CI never mistakes a typo for a regression (2).
+EXIT_USAGE = 4
+
+# Given the nightly's pass-through run arguments, return the callable that runs into a directory.
+RunFactory = Callable[[list[str]], Callable[[Path], int]]
+
+
+def _usage_error(parser: argparse.ArgumentParser) -> Callable[[str], NoReturn]:
+    def error(message: str) -> NoReturn:
+        parser.print_usage(sys.stderr)
+        parser.exit(EXIT_USAGE, f"{parser.prog}: error: {message}\n")
+
+    return error
+
+
+def _add(subparsers: argparse._SubParsersAction, name: str, **kwargs: str) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(name, **kwargs)
+    parser.error = _usage_error(parser)  # type: ignore[method-assign]  # argparse exits 2 = "regression"
+    return parser
+
+
+def _threshold_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-t",
+        "--threshold",
+        action="append",
+        dest="thresholds",
+        metavar="EXPR",
+        help="budget such as 'e2e.p95 < 1500' (repeatable; default: the production budget)",
+    )
+    p.add_argument(
+        "--target-ms", type=float, default=None, help=f"e2e target (default {DEFAULT_TARGET_MS:g})"
+    )
+
+
+def _tolerance_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--tolerance-pct", type=float, default=DEFAULT_TOLERANCE_PCT, help="p95 worse by more than %%"
+    )
+    p.add_argument("--tolerance-ms", type=float, default=DEFAULT_TOLERANCE_MS, help="... and by more than ms")
+
+
+def add_report_commands(
+    subparsers: argparse._SubParsersAction, run_factory: RunFactory | None = None
+) -> None:
+    """Register `report`, `compare` and `nightly` on the CLI's subparsers.
+
+    run_factory: how `nightly` runs the test (default: loadtest.runner.run_from_args(argv, out_dir) -> int).
+    """
+    p = _add(subparsers, "report", help="aggregate a run directory into summary.json + report.html")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument(
+        "--config", type=Path, metavar="RUN_TOML", help="run config: [report] thresholds/target_ms"
+    )
+    p.add_argument("--out", type=Path, metavar="DIR", help="write the report here (default: RUN_DIR)")
+    _threshold_options(p)
+    p.add_argument("--baseline", type=Path, metavar="DIR", help="also compare against this run directory")
+    _tolerance_options(p)
+    p.add_argument("--partial", action="store_true", help="mark the report partial (run was cut short)")
+    p.add_argument("--csv", action="store_true", help="also write samples.csv")
+    p.add_argument("--no-charts", dest="charts", action="store_false", help="tables only (faster)")
+    p.set_defaults(func=cmd_report)
+
+    p = _add(subparsers, "compare", help="baseline vs candidate run: deltas, significance, regressions")
+    p.add_argument("baseline_dir", type=Path, metavar="BASELINE_DIR")
+    p.add_argument("candidate_dir", type=Path, metavar="CANDIDATE_DIR")
+    p.add_argument("--out", type=Path, metavar="DIR", help="default: CANDIDATE_DIR")
+    p.add_argument("--target-ms", type=float, default=DEFAULT_TARGET_MS)
+    _tolerance_options(p)
+    p.set_defaults(func=cmd_compare)
+
+    p = _add(
+        subparsers, "nightly", help="run into HISTORY/<timestamp>, report, compare with the last good run"
+    )
+    p.add_argument("--history", type=Path, required=True, metavar="DIR")
+    p.add_argument("--config", type=Path, metavar="RUN_TOML", help="read [report] thresholds/target_ms")
+    _threshold_options(p)
+    _tolerance_options(p)
+    p.add_argument("run_args", nargs=argparse.REMAINDER, help="after --: options passed to the run")
+    p.set_defaults(func=cmd_nightly, run_factory=run_factory)
+
+
+def _resolve_budget(args: argparse.Namespace) -> tuple[list[str] | None, float, RunMetadata | None]:
+    """Thresholds and target: command line > config file > defaults. Raises on bad input."""
+    thresholds, target, meta = args.thresholds, args.target_ms, None
+    if getattr(args, "config", None):
+        cfg = read_report_config(args.config)
+        thresholds = thresholds if thresholds is not None else cfg.thresholds
+        target = target if target is not None else cfg.target_ms
+        meta = cfg.metadata
+    target = float(target) if target is not None else DEFAULT_TARGET_MS
+    if thresholds is not None:
+        parse_thresholds(thresholds)  # fail fast, naming the bad expression
+    return thresholds, target, meta
+
+
+def _print_result(result: ReportResult) -> None:
+    s = result.summary
+    print(f"verdict: {s.verdict} (exit {result.exit_code}){' [PARTIAL]' if s.partial else ''}")
+    if s.run_failed:
+        print(f"run failed: {s.run_failed}")
+    for v in s.thresholds:
+        print(f"  {v.verdict:7s} {v.threshold.expression}  (observed {v.observed:.4g})")
+    if s.comparison:
+        print(f"  regressions vs baseline: {', '.join(s.comparison.regressions) or 'none'}")
+    for w in s.warnings:
+        print(f"  warning: {w}")
+    print(f"report: {result.html_path}\nsummary: {result.summary_path}")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from loadtest.report.report import build_report  # heavy (matplotlib): only when the verb runs
+
+    try:
+        thresholds, target, meta = _resolve_budget(args)
+    except (ThresholdError, ReportConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.run_dir.is_dir():
+        print(f"error: run directory {args.run_dir} does not exist", file=sys.stderr)
+        return EXIT_USAGE
+    result = build_report(
+        args.run_dir,
+        thresholds,
+        target,
+        partial=args.partial,
+        metadata=meta,
+        out_dir=args.out,
+        baseline_dir=args.baseline,
+        tolerance_pct=args.tolerance_pct,
+        tolerance_ms=args.tolerance_ms,
+        csv=args.csv,
+        charts=args.charts,
+    )
+    _print_result(result)
+    return result.exit_code
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from loadtest.report.report import build_comparison
+
+    for d in (args.baseline_dir, args.candidate_dir):
+        if not d.is_dir():
+            print(f"error: run directory {d} does not exist", file=sys.stderr)
+            return EXIT_USAGE
+    res = build_comparison(
+        args.baseline_dir, args.candidate_dir, args.out, args.tolerance_pct, args.tolerance_ms, args.target_ms
+    )
+    if res.error:
+        print(f"error: {res.error}", file=sys.stderr)
+        return res.exit_code
+    assert res.comparison is not None
+    for st in res.comparison.stages:
+        p95 = next(q for q in st.quantiles if q.q == "p95")
+        flag = "REGRESSION" if st.regression else ("improved" if st.improvement else "")
+        change = f"{p95.baseline:9.1f} -> {p95.candidate:9.1f} ms ({p95.delta_pct:+.1f} %)"
+        print(f"  {st.stage:12s} p95 {change} {flag}")
+    print(f"exit {res.exit_code}\ncomparison: {res.html_path}")
+    return res.exit_code
+
+
+def default_run_factory(run_args: list[str]) -> Callable[[Path], int]:
+    """loadtest.runner.run_from_args(argv, out_dir) -> exit code, bound to the pass-through arguments."""
+    from loadtest.runner import run_from_args  # type: ignore[import-not-found]  # written by the run side
+
+    return lambda run_dir: run_from_args(list(run_args), run_dir)
+
+
+def cmd_nightly(args: argparse.Namespace) -> int:
+    from loadtest.report.nightly import nightly
+
+    try:
+        thresholds, target, _ = _resolve_budget(args)
+    except (ThresholdError, ReportConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    run_args = list(args.run_args or [])
+    if run_args[:1] == ["--"]:
+        run_args = run_args[1:]
+    if args.config and "--config" not in run_args:
+        run_args = ["--config", str(args.config), *run_args]  # one config drives both the run and its budget
+    factory: RunFactory = args.run_factory or default_run_factory
+    try:
+        run_fn = factory(run_args)
+    except ImportError as exc:
+        print(
+            "error: nightly needs a run function: loadtest.runner.run_from_args(argv, out_dir) -> int "
+            f"is not available ({exc})",
+            file=sys.stderr,
+        )
+        return EXIT_RUN_FAILED
+    res = nightly(args.history, run_fn, thresholds, target, args.tolerance_pct, args.tolerance_ms)
+    _print_result(res.report)
+    base = res.baseline_dir.name if res.baseline_dir else "none (no good run yet)"
+    print(f"baseline: {base}\nnightly exit {res.exit_code}\nhistory: {args.history / 'index.html'}")
+    return res.exit_code

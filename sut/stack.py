@@ -1,0 +1,336 @@
+"""Start, stop and inspect the reference stack: STT/translation/TTS services, the gateway, the TLS proxy.
+
+Process contract (see docs/reference-stack.md, "Processes"):
+* services: ``<python> -m sut.services.<stt|translation|tts> --stack-json <state_dir>/stack.json``; the
+  JSON is the stack TOML's layout with every value resolved (ports offset, fixtures absolute). Each binds
+  ``[stack].host:[<svc>].port`` and serves ``GET /health``.
+* gateway: ``node sut/gateway/src/server.js --config <state_dir>/gateway.json`` with MEDIASOUP_WORKER_BIN.
+* proxy: ``nginx -p <state_dir> -c <state_dir>/nginx.conf`` (TLS with the state dir's local CA).
+Logs go to ``<state_dir>/<name>.log``, pids to ``<state_dir>/pids.json`` so another process can stop it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from sut import procs, proxy
+from sut.config import REPO_ROOT, StackConfig, stack_config_to_doc
+from sut.pki import ensure_pki
+from sut.procs import ProcessRecord
+
+SERVICES = ("stt", "translation", "tts")
+GATEWAY_DIR = REPO_ROOT / "sut" / "gateway"
+WORKER_PATH_SCRIPT = REPO_ROOT / "scripts" / "mediasoup_worker_path.sh"
+PIDS_FILE = "pids.json"
+
+
+class StackError(RuntimeError):
+    """The reference stack cannot start or stop; the message names the process or port at fault."""
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    target_url: str  # what the tester connects to, e.g. https://localhost:8443
+    ca_cert: Path  # the local CA that signed the proxy's certificate
+    state_dir: Path
+    config: StackConfig
+    ground_truth_path: Path | None
+
+
+@dataclass(frozen=True)
+class ProcessStatus:
+    name: str
+    pid: int
+    alive: bool
+    healthy: bool | None  # None: the process has no health endpoint
+    log: Path
+
+
+@dataclass(frozen=True)
+class StackStatus:
+    state_dir: Path
+    running: bool  # every recorded process alive and healthy
+    target_url: str | None
+    ca_cert: Path | None
+    processes: tuple[ProcessStatus, ...]
+
+
+def mediasoup_worker_bin() -> Path:
+    """MEDIASOUP_WORKER_BIN if set, else the cached build of scripts/build_mediasoup_worker.sh."""
+    given = os.environ.get("MEDIASOUP_WORKER_BIN")
+    if given:
+        path = Path(given)
+    else:
+        script = ["bash", str(WORKER_PATH_SCRIPT)]
+        path = Path(subprocess.run(script, capture_output=True, text=True, check=False).stdout.strip())
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        raise StackError(f"mediasoup worker not built at {path} (run scripts/setup.sh)")
+    return path
+
+
+def _target_url(config: StackConfig) -> str:
+    # The certificate names server_name, localhost and the host IP; a custom server_name may not resolve,
+    # so only "localhost" (always loopback) is used as a name.
+    name = config.proxy.server_name if config.proxy.server_name == "localhost" else config.host
+    name = f"[{name}]" if ":" in name else name
+    return f"https://{name}:{config.proxy.https_port}"
+
+
+def _url(host: str, port: int, path: str = "", scheme: str = "http") -> str:
+    return f"{scheme}://[{host}]:{port}{path}" if ":" in host else f"{scheme}://{host}:{port}{path}"
+
+
+def gateway_json(config: StackConfig, ground_truth: Path | None) -> dict[str, object]:
+    """The gateway's config file contents (keys as sut/gateway/src/config.js reads them)."""
+    gw = config.gateway
+    return {
+        "host": config.host,
+        "port": gw.port,
+        "rtcMinPort": gw.rtc_min_port,
+        "rtcMaxPort": gw.rtc_max_port,
+        "announcedIp": gw.announced_ip,
+        "vad": {
+            "thresholdDbfs": gw.vad_threshold_dbfs,
+            "hangoverMs": gw.vad_hangover_ms,
+            "maxUtteranceMs": gw.max_utterance_ms,
+        },
+        "sourceLanguage": gw.source_language,
+        "targetLanguage": gw.target_language,
+        "services": {name: _url(config.host, config.service(name).port) for name in SERVICES},
+        "requestTimeoutMs": gw.request_timeout_ms,
+        "reportErrors": gw.report_errors,
+        "groundTruthPath": None if ground_truth is None else str(ground_truth),
+        "logLevel": os.environ.get("SPEECHLOAD_GATEWAY_LOG_LEVEL", "info"),
+    }
+
+
+def _enabled_services(config: StackConfig) -> list[str]:
+    return [name for name in SERVICES if not getattr(config.faults, f"{name}_down")]
+
+
+def _read_records(state_dir: Path) -> tuple[dict[str, object], list[ProcessRecord]]:
+    try:
+        doc = json.loads((state_dir / PIDS_FILE).read_text())
+    except FileNotFoundError:
+        return {}, []
+    except ValueError as exc:
+        raise StackError(f"{state_dir / PIDS_FILE}: unreadable ({exc}); remove it after checking") from None
+    return doc, [ProcessRecord.from_json(item) for item in doc.get("processes", [])]
+
+
+class ReferenceStack:
+    """The reference stack as one object: ``with ReferenceStack(cfg, Path(".stack")) as info: ...``."""
+
+    def __init__(self, config: StackConfig, state_dir: Path) -> None:
+        self.config = config
+        self.state_dir = state_dir.resolve()
+        self._records: list[ProcessRecord] = []
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self.info: StackInfo | None = None
+
+    # -- start -------------------------------------------------------------------------------------
+    def start(self, timeout_s: float = 90) -> StackInfo:
+        """Start services, gateway and proxy; return once /health answers through the proxy."""
+        deadline = time.monotonic() + timeout_s
+        self._refuse_if_running()
+        self._check_ports()
+        worker_bin = self._check_prerequisites()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        info = self._prepare_files()
+        try:
+            self._spawn_all(worker_bin)
+            self._wait_healthy(info, deadline)
+        except BaseException:
+            self.stop()
+            raise
+        self.info = info
+        return info
+
+    def _refuse_if_running(self) -> None:
+        _, records = _read_records(self.state_dir)
+        alive = [f"{r.name} (pid {r.pid})" for r in records if procs.is_alive(r)]
+        if alive:
+            raise StackError(
+                f"a stack is already running from {self.state_dir}: {', '.join(alive)}; "
+                f"stop it with `loadtest stack down --state-dir {self.state_dir}`"
+            )
+
+    def _check_ports(self) -> None:
+        cfg = self.config
+        ports = [("proxy.https_port", cfg.proxy.https_port), ("gateway.port", cfg.gateway.port)]
+        ports += [(f"{name}.port", cfg.service(name).port) for name in _enabled_services(cfg)]
+        for key, port in ports:
+            if procs.port_in_use(cfg.host, port):
+                raise StackError(f"port {port} ({key}) on {cfg.host} is already in use")
+
+    def _check_prerequisites(self) -> Path:
+        for name in _enabled_services(self.config):
+            if importlib.util.find_spec(f"sut.services.{name}") is None:
+                raise StackError(f"service module sut.services.{name} not found")
+        if shutil.which("node") is None:
+            raise StackError("node not found on PATH (Node.js 18+ runs the gateway)")
+        if not (GATEWAY_DIR / "src" / "server.js").exists():
+            raise StackError(f"gateway entry point missing: {GATEWAY_DIR / 'src' / 'server.js'}")
+        if not (GATEWAY_DIR / "node_modules" / "mediasoup").is_dir():
+            raise StackError(f"gateway dependencies not installed in {GATEWAY_DIR} (run scripts/setup.sh)")
+        try:
+            proxy.nginx_binary()
+        except proxy.ProxyError as exc:
+            raise StackError(str(exc)) from None
+        return mediasoup_worker_bin()
+
+    def _prepare_files(self) -> StackInfo:
+        cfg, state = self.config, self.state_dir
+        certs = ensure_pki(state, cfg.proxy.server_name, [cfg.host])
+        ground_truth = state / "groundtruth.jsonl" if cfg.ground_truth else None
+        # The gateway appends: a previous run's facts must not mix with this run's.
+        (state / "groundtruth.jsonl").unlink(missing_ok=True)
+        (state / "stack.json").write_text(json.dumps(stack_config_to_doc(cfg), indent=2) + "\n")
+        (state / "gateway.json").write_text(json.dumps(gateway_json(cfg, ground_truth), indent=2) + "\n")
+        proxy.write_config(
+            state, certs, cfg.host, cfg.proxy.https_port, cfg.proxy.server_name, cfg.gateway.port
+        )
+        return StackInfo(_target_url(cfg), certs.ca_cert, state, cfg, ground_truth)
+
+    def _spawn_all(self, worker_bin: Path) -> None:
+        cfg, state = self.config, self.state_dir
+        py_env = dict(os.environ, PYTHONUNBUFFERED="1")
+        py_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+        for name in _enabled_services(cfg):
+            argv = [sys.executable, "-m", f"sut.services.{name}", "--stack-json", str(state / "stack.json")]
+            self._spawn(name, argv, py_env, _url(cfg.host, cfg.service(name).port, "/health"))
+        node_env = dict(os.environ, MEDIASOUP_WORKER_BIN=str(worker_bin))
+        argv = ["node", str(GATEWAY_DIR / "src" / "server.js"), "--config", str(state / "gateway.json")]
+        self._spawn("gateway", argv, node_env, _url(cfg.host, cfg.gateway.port, "/health"))
+        proxy_health = _url(cfg.host, cfg.proxy.https_port, "/health", scheme="https")
+        self._spawn("proxy", proxy.nginx_argv(state, state / "nginx.conf"), dict(os.environ), proxy_health)
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str], health_url: str) -> None:
+        cwd = GATEWAY_DIR if name == "gateway" else REPO_ROOT
+        try:
+            child, record = procs.spawn(name, argv, self.state_dir / f"{name}.log", env, cwd, health_url)
+        except OSError as exc:
+            raise StackError(f"cannot start {name} ({argv[0]}): {exc}") from None
+        self._children[record.pid] = child
+        self._records.append(record)
+        self._write_pids()  # after every spawn: a half-started stack can still be stopped from elsewhere
+
+    def _write_pids(self) -> None:
+        doc = {
+            "config": self.config.name,
+            "target_url": _target_url(self.config),
+            "ca_cert": str(self.state_dir / "ca.pem"),
+            "processes": [r.to_json() for r in self._records],
+        }
+        tmp = self.state_dir / f"{PIDS_FILE}.tmp"
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+        tmp.replace(self.state_dir / PIDS_FILE)
+
+    def _wait_healthy(self, info: StackInfo, deadline: float) -> None:
+        # In start order: services first, then the gateway, then the proxy (whose /health is the gateway's).
+        for record in self._records:
+            self._wait_one(record, info.ca_cert, deadline)
+
+    def _wait_one(self, record: ProcessRecord, ca_cert: Path, deadline: float) -> None:
+        assert record.health_url is not None
+        while True:
+            self._fail_if_any_exited()
+            if procs.probe_health(record.health_url, ca_cert, timeout_s=2.0) is not None:
+                return
+            if time.monotonic() >= deadline:
+                raise StackError(self._failure(record, f"not healthy at {record.health_url} in time"))
+            time.sleep(procs.POLL_S)  # polling another process's readiness: it cannot notify us
+
+    def _fail_if_any_exited(self) -> None:
+        for record in self._records:
+            code = self._children[record.pid].poll()
+            if code is not None:
+                raise StackError(self._failure(record, f"exited with code {code}"))
+
+    def _failure(self, record: ProcessRecord, what: str) -> str:
+        log = Path(record.log)
+        return f"{record.name} {what}; last lines of {log}:\n{procs.tail(log)}"
+
+    # -- stop --------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Stop every process this object started; idempotent. (A stack started by another process:
+        `stop_stack(state_dir)`. Never touching it here keeps a failed `start()` — e.g. "already
+        running" — from killing the stack that made it fail.)"""
+        if not self._records:
+            return
+        _stop_records(self._records, self._children)
+        self._records = []
+        self._children = {}
+        (self.state_dir / PIDS_FILE).unlink(missing_ok=True)
+        self.info = None
+
+    def exited(self) -> list[str]:
+        """Names of the processes this object started that are no longer running."""
+        return [r.name for r in self._records if not procs.is_alive(r)]
+
+    def __enter__(self) -> StackInfo:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def _stop_records(records: Iterable[ProcessRecord], children: dict[int, subprocess.Popen[bytes]]) -> None:
+    # Reverse start order: the proxy stops taking requests before the gateway and services go away.
+    for record in reversed(list(records)):
+        procs.stop_process(record, children.get(record.pid))
+
+
+def stop_stack(state_dir: Path) -> list[str]:
+    """Stop the stack recorded in `state_dir` (from any process); returns the names of what was running."""
+    _, records = _read_records(state_dir)
+    running = [r.name for r in records if procs.is_alive(r)]
+    _stop_records(records, {})
+    (state_dir / PIDS_FILE).unlink(missing_ok=True)
+    return running
+
+
+def stack_status(state_dir: Path) -> StackStatus:
+    """What pids.json records, whether each process lives, and whether its /health answers."""
+    doc, records = _read_records(state_dir)
+    ca = Path(str(doc["ca_cert"])) if "ca_cert" in doc else None
+    statuses = []
+    for r in records:
+        alive = procs.is_alive(r)
+        healthy = None
+        if r.health_url is not None:
+            healthy = alive and procs.probe_health(r.health_url, ca, timeout_s=1.0) is not None
+        statuses.append(ProcessStatus(r.name, r.pid, alive, healthy, Path(r.log)))
+    running = bool(statuses) and all(s.alive and s.healthy is not False for s in statuses)
+    target = str(doc["target_url"]) if "target_url" in doc else None
+    return StackStatus(state_dir, running, target, ca, tuple(statuses))
+
+
+def add_stack_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register `stack up|down|status` on a CLI's subparsers (loadtest/cli.py); see sut/stack_cli.py."""
+    from sut.stack_cli import add_stack_commands as add
+
+    add(subparsers)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sut.stack_cli import main as cli_main
+
+    return cli_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Helpers to run the real reference stack and real callers against it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+from loadtest.fixtures import FixtureLibrary
+from sut.stack import ReferenceStack, StackInfo
+
+from loadtest.config import RunConfig
+from loadtest.runner import Target, execute_run, prepare_run_dir
+from sut.config import load_stack_config
+
+REPO = Path(__file__).resolve().parents[2]
+MANIFEST = REPO / "fixtures" / "audio" / "manifest.json"
+
+
+@contextmanager
+def running_stack(config: str, state_dir: Path, port_offset: int, **overrides: object) -> Iterator[StackInfo]:
+    stack_cfg = load_stack_config(config).with_port_offset(port_offset)
+    stack = ReferenceStack(stack_cfg, state_dir)
+    try:
+        yield stack.start()
+    finally:
+        stack.stop()
+
+
+def short_fixture_ids(max_duration_s: float, count: int) -> tuple[str, ...]:
+    library = FixtureLibrary(MANIFEST)
+    fixtures = [library.fixture(i) for i in library.ids]
+    short = [f.id for f in sorted(fixtures, key=lambda f: f.duration_s) if f.duration_s <= max_duration_s]
+    assert len(short) >= min(count, 3), "the corpus needs short clips for this test"
+    return tuple(short[:count])
+
+
+def run_callers(
+    info: StackInfo,
+    out: Path,
+    *,
+    callers: int,
+    duration_s: float,
+    interval_s: float,
+    fixture_ids: tuple[str, ...],
+    response_timeout_s: float = 10.0,
+) -> pd.DataFrame:
+    cfg = RunConfig().with_overrides(
+        target={"url": info.target_url, "ca_cert": str(info.ca_cert)},
+        scenario={
+            "callers": callers,
+            "duration_s": duration_s,
+            "utterance_interval_s": interval_s,
+            "fixture_ids": fixture_ids,
+            "response_timeout_s": response_timeout_s,
+            "fixtures": str(MANIFEST),
+        },
+    )
+    run_dir = prepare_run_dir(out)
+    library = FixtureLibrary(MANIFEST)
+    execute_run(cfg, Target(info.target_url, str(info.ca_cert), False), run_dir, library)
+    return pd.read_parquet(run_dir / "samples.parquet")
+
+
+def ground_truth(path: Path) -> pd.DataFrame:
+    """The stack's own log: one row per utterance id, one column per kind, seconds (CLOCK_MONOTONIC)."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    frame = pd.DataFrame(rows)
+    return frame.pivot_table(index="utteranceId", columns="kind", values="t", aggfunc="first")
