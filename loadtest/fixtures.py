@@ -88,6 +88,8 @@ class EncodedClip:
     first_voiced: int
     last_voiced: int
     duration_s: float
+    # RFC 6464 audio level of each packet's source frame: -dBov, 0 (loudest) .. 127 (silence).
+    levels: tuple[int, ...] = ()
 
 
 # --------------------------------------------------------------------------- manifest
@@ -217,6 +219,16 @@ def frame_levels_dbfs(pcm48k: np.ndarray) -> np.ndarray:
     return 20 * np.log10(np.maximum(rms, 1e-10))
 
 
+def audio_levels(pcm48k: np.ndarray) -> tuple[int, ...]:
+    """Per-frame RFC 6464 levels, as a browser sends them in the ssrc-audio-level header extension.
+
+    Rounded toward silence (floor of -dBFS) so that a frame is above VOICED_DBFS exactly when its
+    level is below -VOICED_DBFS: a gateway that segments on the header sees the manifest's speech span.
+    """
+    dbfs = frame_levels_dbfs(pcm48k)
+    return tuple(int(min(127, max(0, math.floor(-x)))) for x in dbfs)
+
+
 def analyse_speech(pcm48k: np.ndarray, threshold_dbfs: float = VOICED_DBFS) -> SpeechSpan:
     """Voiced frames = RMS > threshold; span from the first to the last, longest unvoiced run inside."""
     voiced = frame_levels_dbfs(pcm48k) > threshold_dbfs
@@ -342,12 +354,14 @@ class FixtureLibrary:
         clip = self._clips.get(fixture_id)
         if clip is None:
             fixture = self.fixture(fixture_id)
-            packets = tuple(encode_opus(load_pcm48k(fixture), self.bitrate))
+            pcm = load_pcm48k(fixture)
+            packets = tuple(encode_opus(pcm, self.bitrate))
             clip = EncodedClip(
                 fixture_id=fixture.id, packets=packets,
                 first_voiced=fixture.first_voiced,
                 last_voiced=min(fixture.last_voiced, len(packets) - 1),
                 duration_s=len(packets) * FRAME_S,
+                levels=audio_levels(pcm)[: len(packets)],
             )
             self._clips[fixture_id] = clip
         return clip

@@ -32,6 +32,7 @@ FRAME_S = 0.020
 SAMPLES_PER_FRAME = 960
 TIME_BASE = fractions.Fraction(1, 48000)
 ONSET_GAP_S = 0.100
+SILENCE_LEVEL = 127  # RFC 6464: -127 dBov
 
 
 @dataclass
@@ -64,6 +65,7 @@ class UtteranceTrack(MediaStreamTrack):
         self._queue: deque[PlannedUtterance] = deque()
         self._current: PlannedUtterance | None = None
         self.stats = SendStats()
+        self.last_level = SILENCE_LEVEL
 
     def schedule(self, utterance: PlannedUtterance) -> None:
         """Queue an utterance; it starts at the first 20 ms slot at or after its planned time."""
@@ -102,8 +104,27 @@ class UtteranceTrack(MediaStreamTrack):
             self._current.start_slot = self._slot
         current = self._current
         if current is None:
+            self.last_level = SILENCE_LEVEL
             return self._silence
+        levels = current.clip.levels
+        self.last_level = levels[current.index] if current.index < len(levels) else SILENCE_LEVEL
         return self._utterance_payload(current, now, lateness)
+
+    def attach_sender(self, sender: Any) -> None:
+        """Make aiortc write each packet's audio level (RFC 6464), as a browser's microphone does.
+
+        aiortc computes the level only for frames it encodes itself; our packets are pre-encoded, so
+        the level of the frame just handed out is put on the encoded frame before it is packetized.
+        """
+        original = sender._next_encoded_frame
+
+        async def next_encoded_frame(codec: Any) -> Any:
+            frame = await original(codec)
+            if frame is not None:
+                frame.audio_level = -self.last_level  # aiortc negates it into the header
+            return frame
+
+        sender._next_encoded_frame = next_encoded_frame
 
     def _utterance_payload(self, current: PlannedUtterance, now: float, lateness: float) -> bytes:
         index = current.index

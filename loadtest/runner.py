@@ -210,6 +210,9 @@ def write_failure(run_dir: Path, message: str) -> None:
 def execute_run(cfg: RunConfig, target: Target, run_dir: Path, library: FixtureLibrary) -> Run:
     """Drive the conversations and merge their journal; raises RunFailed when nothing was measured."""
     run = Run(cfg, target, run_dir, library)
+    # Encode every clip before the clock starts: encoding on the media loop would stall every caller.
+    for fixture_id in cfg.scenario.fixture_ids or library.ids:
+        library.get(fixture_id)
     (run_dir / "run.json").write_text(json.dumps(
         {"run_id": run.run_id, "target": target.url, "insecure_tls": target.insecure,
          "callers": cfg.scenario.callers, "duration_s": cfg.scenario.duration_s,

@@ -202,6 +202,7 @@ class PipelineClient:
         producer = await transport.produce(track=self._track, stopTracks=False, appData={"type": "mic"})
         self._mic_id = producer.id
         self._rtp_sender = producer.rtpSender
+        self._track.attach_sender(producer.rtpSender)
         self._correlator = Correlator(producer.id, self._complete, self._clock)
         await self._consume_translated()
         return await asyncio.wait_for(transport.connected_at, self.options.connect_timeout_s)

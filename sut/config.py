@@ -11,6 +11,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DISTRIBUTIONS = ("constant", "normal", "lognormal", "uniform")
+VAD_SOURCES = ("audio-level", "energy")
 ENGINES = ("model", "real")
 
 
@@ -50,7 +51,11 @@ class GatewayConfig:
     rtc_min_port: int = 40000
     rtc_max_port: int = 40999
     announced_ip: str = "127.0.0.1"
+    # "audio-level": segment on the sender's RFC 6464 level header (falls back to energy without it);
+    # "energy": on the decoded audio's RMS.
+    vad_source: str = "audio-level"
     vad_threshold_dbfs: float = -50.0
+    vad_level_threshold_dbov: float = -45.0
     vad_hangover_ms: int = 400
     max_utterance_ms: int = 15000
     source_language: str = "en"
@@ -149,6 +154,13 @@ def _service(doc: dict[str, Any], name: str, default_port: int) -> ServiceConfig
     return svc
 
 
+def _gateway(table: dict[str, Any]) -> GatewayConfig:
+    gw: GatewayConfig = _build(GatewayConfig, table, "gateway")
+    if gw.vad_source not in VAD_SOURCES:
+        raise StackConfigError(f"'gateway.vad_source' must be one of {VAD_SOURCES}, got {gw.vad_source!r}")
+    return gw
+
+
 def resolve_config_path(name_or_path: str | Path) -> Path:
     """A path, or a bare name of a file in sut/configs (``fixed-delays`` → sut/configs/fixed-delays.toml)."""
     path = Path(name_or_path)
@@ -212,7 +224,7 @@ def load_stack_config(name_or_path: str | Path = "default") -> StackConfig:
             ground_truth=bool(stack.get("ground_truth", True)),
             fixtures=fixtures,
             proxy=_build(ProxyConfig, doc.get("proxy", {}), "proxy"),
-            gateway=_build(GatewayConfig, doc.get("gateway", {}), "gateway"),
+            gateway=_gateway(doc.get("gateway", {})),
             stt=_service(doc, "stt", 8002),
             translation=_service(doc, "translation", 8005),
             tts=_service(doc, "tts", 8003),

@@ -101,7 +101,9 @@ def gateway_json(config: StackConfig, ground_truth: Path | None) -> dict[str, ob
         "rtcMaxPort": gw.rtc_max_port,
         "announcedIp": gw.announced_ip,
         "vad": {
+            "source": gw.vad_source,
             "thresholdDbfs": gw.vad_threshold_dbfs,
+            "levelThresholdDbov": gw.vad_level_threshold_dbov,
             "hangoverMs": gw.vad_hangover_ms,
             "maxUtteranceMs": gw.max_utterance_ms,
         },

@@ -30,7 +30,7 @@ CALLERS_COLOR = "#555555"
 FIGSIZE = (10.0, 4.8)
 DPI = 100
 
-RC = {
+RC: dict[str, Any] = {
     "svg.fonttype": "none",  # text stays text: small SVGs, selectable in the HTML
     "svg.hashsalt": "loadtest-report",  # deterministic ids across builds
     "font.size": 10,
@@ -47,7 +47,7 @@ RC = {
 
 def style() -> contextlib.AbstractContextManager[None]:
     """The house style, scoped: rcParams are read while artists are made, so wrap whole chart builds."""
-    return matplotlib.rc_context(RC)
+    return matplotlib.rc_context(RC)  # type: ignore[arg-type]  # stubs want literal rc keys
 
 
 def new_figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = FIGSIZE) -> tuple[Figure, Any]:

@@ -9,7 +9,7 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from loadtest.report.model import (
     DEFAULT_TARGET_MS,
@@ -37,7 +37,7 @@ def _usage_error(parser: argparse.ArgumentParser) -> Callable[[str], NoReturn]:
     return error
 
 
-def _add(subparsers: argparse._SubParsersAction, name: str, **kwargs: str) -> argparse.ArgumentParser:
+def _add(subparsers: argparse._SubParsersAction, name: str, **kwargs: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(name, **kwargs)
     parser.error = _usage_error(parser)  # type: ignore[method-assign]  # argparse exits 2 = "regression"
     return parser
@@ -185,7 +185,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def default_run_factory(run_args: list[str]) -> Callable[[Path], int]:
     """loadtest.runner.run_from_args(argv, out_dir) -> exit code, bound to the pass-through arguments."""
-    from loadtest.runner import run_from_args  # type: ignore[import-not-found]  # written by the run side
+    from loadtest.runner import run_from_args  # type: ignore[attr-defined,unused-ignore]  # run side's to add
 
     return lambda run_dir: run_from_args(list(run_args), run_dir)
 

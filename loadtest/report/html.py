@@ -28,6 +28,7 @@ HEADLINES = {
 
 
 def render_report(summary: RunSummary, charts: list[ChartFile]) -> str:
+    run_charts = [c for c in charts if not c.name.startswith("compare")]
     parts = [
         _banner(summary),
         _headline_cards(summary),
@@ -38,8 +39,8 @@ def render_report(summary: RunSummary, charts: list[ChartFile]) -> str:
         _warnings(summary),
         "<h2>Stages</h2>",
         _stage_table(summary.stages, budget=True),
-        "<h2>Charts</h2>",
-        *(figure(c) for c in charts if not c.name.startswith("compare")),
+        "<h2>Charts</h2>" if run_charts else "",
+        *(figure(c) for c in run_charts),
         _levels(summary),
         _failures(summary),
         _metrics(summary),
@@ -173,7 +174,7 @@ def _sig(x: float | None) -> str:
 def _stage_row(name: str, st: StageStats, budget: bool) -> tuple[str, ...]:
     band = BUDGET_BANDS.get(name)
     f = ms if budget or name.endswith("_ms") else _sig
-    cells = (
+    cells = [
         e(name),
         f"{st.count:,}",
         f(st.mean),
@@ -182,14 +183,14 @@ def _stage_row(name: str, st: StageStats, budget: bool) -> tuple[str, ...]:
         f(st.p95) + ci(st.p95_ci, f),
         f(st.p99) + ci(st.p99_ci, f),
         f(st.max),
-    )
+    ]
     if budget:
-        cells += (f"{band[0]:.0f}–{band[1]:.0f}" if band else "—",)
-    return cells
+        cells.append(f"{band[0]:.0f}–{band[1]:.0f}" if band else "—")
+    return tuple(cells)
 
 
-def _stage_table(stages: dict[str, StageStats], budget: bool) -> str:
-    head = ["stage", "count", "mean", "p50", "p90", "p95", "p99", "max"]
+def _stage_table(stages: dict[str, StageStats], budget: bool, first: str = "stage") -> str:
+    head = [first, "count", "mean", "p50", "p90", "p95", "p99", "max"]
     if budget:
         head.append("budget range")
     rows = [_stage_row(name, st, budget) for name, st in stages.items()]
@@ -251,7 +252,7 @@ def _failures(s: RunSummary) -> str:
 def _metrics(s: RunSummary) -> str:
     if not s.metrics:
         return ""
-    return "<h2>Other measurements</h2>" + _stage_table(s.metrics, budget=False).replace(
+    return "<h2>Other measurements</h2>" + _stage_table(s.metrics, budget=False, first="measurement").replace(
         "milliseconds;", "units as the column name says (ms unless packets, WER, chrF);"
     )
 

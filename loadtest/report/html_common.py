@@ -17,7 +17,8 @@ h1 { margin: 0; font-size: 28px; } h2 { margin-top: 32px; border-bottom: 2px sol
 .banner { margin: 20px 0 12px; padding: 16px 20px; border-radius: 8px; color: #fff; }
 .banner p { margin: 4px 0 0; }
 .banner.pass { background: var(--pass); } .banner.fail, .banner.run-failed { background: var(--fail); }
-.banner.regression { background: var(--warn); }
+.banner.regression { background: var(--warn); } .banner.neutral { background: #37474f; }
+.banner code { background: rgba(255, 255, 255, 0.2); color: #fff; }
 .tag { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px; font-weight: 600;
        background: #eee; color: #333; margin-left: 6px; vertical-align: middle; }
 .tag.partial { background: #ffe082; color: #5d4000; }
@@ -48,17 +49,17 @@ def finite(x: float | None) -> bool:
 
 
 def ms(x: float | None) -> str:
-    if not finite(x):
+    if x is None or not math.isfinite(x):
         return "—"
     return f"{x:,.0f}" if abs(x) >= 100 else f"{x:,.1f}"
 
 
 def pct(x: float | None, digits: int = 1) -> str:
-    return f"{x * 100:.{digits}f} %" if finite(x) else "—"
+    return "—" if x is None or not math.isfinite(x) else f"{x * 100:.{digits}f} %"
 
 
 def num(x: float | None) -> str:
-    if not finite(x):
+    if x is None or not math.isfinite(x):
         return "—"
     if float(x).is_integer():
         return f"{int(x):,}"

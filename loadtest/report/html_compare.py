@@ -57,7 +57,7 @@ def render_history(entries: Sequence[HistoryEntry], chart: ChartFile) -> str:
         )
     head = ["run", "verdict", "exit", "sent", "e2e p50", "e2e p95", "under target", "baseline", "regressions"]
     body = (
-        '<header class="banner pass"><h1>Nightly history</h1>'
+        '<header class="banner neutral"><h1>Nightly history</h1>'
         f"<p>{len(entries)} run(s); a run with exit code 0 is a baseline for the next one.</p></header>"
         + figure(chart)
         + "<h2>Runs (newest first)</h2>"

@@ -36,10 +36,6 @@ REPORT_COLUMNS: tuple[str, ...] = (
 )
 
 
-class SamplesError(RuntimeError):
-    """The run directory has no readable samples at all."""
-
-
 @dataclass
 class LoadedSamples:
     frame: pd.DataFrame
@@ -58,61 +54,10 @@ def load_samples(run_dir: Path, all_columns: bool = False) -> LoadedSamples:
         return LoadedSamples(normalise(frame), SAMPLES_FILE)
     shards = sorted((run_dir / JOURNAL_DIR).glob("*.jsonl"))
     if shards:
-        return _load_journal(shards, all_columns)
+        from loadtest.report.journal_io import load_journal  # imports io: deferred to avoid a cycle
+
+        return load_journal(shards, all_columns)
     return LoadedSamples(normalise(pd.DataFrame()), "none")
-
-
-def _load_journal(shards: list[Path], all_columns: bool) -> LoadedSamples:
-    """Parse JSON-lines shards, tolerating what a killed writer leaves: a truncated (or corrupt) line.
-
-    A line that does not parse is skipped and makes the report partial; the last line of a shard without
-    its trailing newline is the usual case (the process died mid-write).
-    """
-    # Column lists, not a list of dicts: a million dicts would cost several times the frame itself.
-    columns: dict[str, list[Any]] = {}
-    rows = 0
-    notes: list[str] = []
-    partial = False
-    wanted = None if all_columns else {*REPORT_COLUMNS, "utterance_id"}
-    seen: set[tuple[Any, Any]] = set()
-    duplicates = 0
-    for shard in shards:
-        bad = 0
-        with shard.open("rb") as fh:
-            for raw in fh:
-                if not raw.strip():
-                    continue
-                try:
-                    obj = json.loads(raw)
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    bad += 1
-                    continue
-                if not isinstance(obj, dict):
-                    bad += 1
-                    continue
-                # Each utterance exactly once, as journal.merge_to_parquet does.
-                key = (obj.get("run_id"), obj.get("utterance_id"))
-                if key[1] is not None:
-                    if key in seen:
-                        duplicates += 1
-                        continue
-                    seen.add(key)
-                for k, v in obj.items():
-                    if wanted is None or k in wanted:
-                        columns.setdefault(k, [None] * rows).append(v)
-                rows += 1
-                for col in columns.values():
-                    if len(col) < rows:  # a key this record lacks
-                        col.append(None)
-        if bad:
-            partial = True
-            notes.append(
-                f"journal shard {shard.name}: {bad} unreadable line(s) skipped (truncated by a kill?)"
-            )
-    if duplicates:
-        notes.append(f"journal: {duplicates} duplicate utterance record(s) dropped")
-    frame = pd.DataFrame(columns) if rows else pd.DataFrame()
-    return LoadedSamples(normalise(frame), JOURNAL_DIR, partial=partial, notes=notes)
 
 
 def normalise(frame: pd.DataFrame) -> pd.DataFrame:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -89,7 +91,7 @@ def make_samples(spec: SyntheticSpec = SyntheticSpec()) -> pd.DataFrame:
             "e2e_ms": e2e,
             "status": status,
             "status_stage": stage,
-            "error": np.where(err_mask, np.char.add("pipelineError: ", stage.astype(str)), None),
+            "error": _where(err_mask, np.char.add("pipelineError: ", stage.astype(str))),
             "send_lateness_p99_ms": rng.gamma(2.0, 1.5, n),
             "active_users": np.maximum(level // max(spec.workers, 1), 1),
         }
@@ -101,7 +103,7 @@ def make_samples(spec: SyntheticSpec = SyntheticSpec()) -> pd.DataFrame:
     if spec.texts:
         pool = np.array(["hello how are you", "the weather is nice today", "see you tomorrow"])
         frame["transcript"] = pool[rng.integers(0, pool.size, n)]
-        frame["translation"] = np.where(status == "ok", "hola", None)
+        frame["translation"] = _where(status == "ok", np.full(n, "hola"))
         frame["wer"] = rng.beta(1.0, 12.0, n)
         frame["chrf"] = rng.uniform(40.0, 80.0, n)
     return frame
@@ -132,13 +134,20 @@ def write_journal(
     return paths
 
 
-def _jsonable(record: dict[str, object]) -> dict[str, object]:
+def _where(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """values where mask, else None (a missing text, as the journal writes it)."""
+    out = np.full(mask.shape, None, dtype=object)
+    out[mask] = values[mask]
+    return out
+
+
+def _jsonable(record: Mapping[Hashable, Any]) -> dict[str, object]:
     out: dict[str, object] = {}
     for k, v in record.items():
         if isinstance(v, float) and not np.isfinite(v):
-            out[k] = None
+            out[str(k)] = None
         elif isinstance(v, np.generic):
-            out[k] = v.item()
+            out[str(k)] = v.item()
         else:
-            out[k] = v
+            out[str(k)] = v
     return out

@@ -8,12 +8,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
-from loadtest.fixtures import FixtureLibrary
-from sut.stack import ReferenceStack, StackInfo
 
 from loadtest.config import RunConfig
+from loadtest.fixtures import FixtureLibrary
 from loadtest.runner import Target, execute_run, prepare_run_dir
 from sut.config import load_stack_config
+from sut.stack import ReferenceStack, StackInfo
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFEST = REPO / "fixtures" / "audio" / "manifest.json"

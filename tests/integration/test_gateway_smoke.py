@@ -211,7 +211,9 @@ def services_available() -> bool:
     return all((REPO / "sut" / "services" / f"{n}.py").is_file() for n in ("stt", "translation", "tts"))
 
 
-async def start_stack(tmp: Path, with_services: bool) -> tuple[dict[str, Any], list[Proc]]:
+async def start_stack(
+    tmp: Path, with_services: bool, vad: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], list[Proc]]:
     """Services (optional) + gateway on free ports. Returns (info, processes to stop)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     procs: list[Proc] = []
@@ -243,7 +245,7 @@ async def start_stack(tmp: Path, with_services: bool) -> tuple[dict[str, Any], l
         "rtcMinPort": rtc_min,
         "rtcMaxPort": rtc_max,
         "announcedIp": "127.0.0.1",
-        "vad": VAD,
+        "vad": {**VAD, **(vad or {})},
         "sourceLanguage": "en",
         "targetLanguage": "es",
         "services": {n: f"http://127.0.0.1:{p}" for n, p in ports.items()},
@@ -284,8 +286,8 @@ async def stack_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Asyn
     pin_ice_to_loopback(monkeypatch)
     started: list[Proc] = []
 
-    async def factory(with_services: bool) -> dict[str, Any]:
-        info, procs = await start_stack(tmp_path, with_services)
+    async def factory(with_services: bool, vad: dict[str, Any] | None = None) -> dict[str, Any]:
+        info, procs = await start_stack(tmp_path, with_services, vad)
         started.extend(procs)
         return info
 
@@ -742,9 +744,10 @@ def measure(
 
 
 async def test_gateway_reports_stage_down(stack_factory: Callable[..., Any], tmp_path: Path) -> None:
-    """No services running: the media path, tap and VAD still work, and the STT failure is reported
-    as a pipelineError naming the stage. Also measures the tap's packet rate."""
-    info = await stack_factory(with_services=False)
+    """No services running: the media path, tap and VAD (here on the sender's RFC 6464 audio level,
+    the stack's default source) still work, and the STT failure is reported as a pipelineError
+    naming the stage. Also checks signaling errors and cleanup, and measures the tap's packet rate."""
+    info = await stack_factory(with_services=False, vad={"source": "audio-level", "levelThresholdDbov": -45})
     speaker, track, timings = await speak(info, "down-room", info["samples"])
     try:
         t_err, err = await speaker.wait_event("pipelineError", 15)
@@ -756,7 +759,7 @@ async def test_gateway_reports_stage_down(stack_factory: Callable[..., Any], tmp
         m1 = await scrape_metrics(info["url"])
         rate = (m1["gateway_tap_packets_total"] - m0["gateway_tap_packets_total"]) / (time.monotonic() - t0)
         assert 45 <= rate <= 55, f"tap packet rate {rate:.1f}/s, expected ~50"
-        assert m1["gateway_rooms"] == 1 and m1["gateway_peers"] == 1
+        assert m1["gateway_rooms"] == 1 and m1["gateway_peers"] == 1 and m1["gateway_utterances_total"] == 1
         async with aiohttp.ClientSession() as s, s.get(f"{info['url']}/health") as r:
             health = await r.json()
         assert health["status"] == "degraded" and health["backends"]["stt"] == "down"

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sut.config import CONFIG_DIR as CONFIGS
 from tests.integration.stackrun import ground_truth, run_callers, running_stack, short_fixture_ids
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -78,3 +79,20 @@ def test_tts_down_ends_utterances_as_timeouts_at_tts(tmp_path: Path, state_dir: 
     assert frame["translation_ms"].notna().all()  # what was measured before the fault is kept
     counts = frame["status"].value_counts()
     assert counts.sum() == len(frame)
+
+
+def test_tts_down_reported_by_the_gateway_ends_utterances_as_errors_at_tts(
+    tmp_path: Path, state_dir: Path
+) -> None:
+    config = tmp_path / "tts-down-reported.toml"
+    config.write_text((CONFIGS / "tts-down.toml").read_text().replace("report_errors = false",
+                                                                       "report_errors = true"))
+    ids = short_fixture_ids(max_duration_s=3.5, count=2)
+    with running_stack(str(config), state_dir, port_offset=135) as info:
+        frame = run_callers(info, tmp_path / "run", callers=1, duration_s=2 * 4.0, interval_s=4.0,
+                            fixture_ids=ids, response_timeout_s=6.0)
+    assert len(frame) == 2
+    assert set(frame["status"]) == {"error"} and set(frame["status_stage"]) == {"tts"}
+    assert frame["error"].str.contains("gateway:").all()
+    assert frame["stt_ms"].notna().all() and frame["translation_ms"].notna().all()
+

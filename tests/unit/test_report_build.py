@@ -168,6 +168,20 @@ def test_partial_journal_with_truncated_last_line(tmp_path: Path) -> None:
     assert "PARTIAL" in res.html_path.read_text()[:5000]
 
 
+def test_corrupt_line_mid_shard_and_a_final_line_without_newline(tmp_path: Path) -> None:
+    frame = make_samples(SyntheticSpec(rows=300, steps=(10,)))
+    write_journal(tmp_path, frame, shards=2)
+    first = tmp_path / "journal" / "shard-0.jsonl"
+    lines = first.read_text().splitlines(keepends=True)
+    lines[10] = '{"run_id": "synthetic", "utter\n'  # garbage in the middle: the tolerant reader takes over
+    first.write_text("".join(lines))
+    second = tmp_path / "journal" / "shard-1.jsonl"
+    second.write_text(second.read_text().rstrip("\n"))  # whole last record, only its newline missing
+    res = build_report(tmp_path, PASSING, charts=False)
+    assert res.summary.partial and res.summary.counts.sent == 299
+    assert any("shard-0.jsonl: 1 unreadable" in w for w in res.summary.warnings)
+
+
 def test_whole_journal_is_not_partial_and_deduplicated(tmp_path: Path) -> None:
     frame = make_samples(SyntheticSpec(rows=300, steps=(10,)))
     write_journal(tmp_path, frame, shards=2)

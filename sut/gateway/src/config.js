@@ -11,12 +11,16 @@ const DEFAULTS = {
   rtcMaxPort: 40999,
   announcedIp: null, // null: announce `host`
   numWorkers: 1,
-  vad: { thresholdDbfs: -50, hangoverMs: 400, maxUtteranceMs: 15000, prerollMs: 200 },
+  vad: {
+    source: 'energy', thresholdDbfs: -50, levelThresholdDbov: -45,
+    hangoverMs: 400, maxUtteranceMs: 15000, prerollMs: 200,
+  },
   sourceLanguage: 'en',
   targetLanguage: 'es',
   services: { stt: 'http://127.0.0.1:8002', translation: 'http://127.0.0.1:8005', tts: 'http://127.0.0.1:8003' },
   requestTimeoutMs: 10000,
   ttsGapMs: 100, // minimum silence between two injected utterances on one TTS producer
+  reportErrors: true, // false: a failed utterance just ends, no pipelineError (as many gateways do)
   groundTruthPath: null,
   logLevel: 'info',
 };
@@ -54,6 +58,10 @@ function buildConfig(raw) {
   checkString(cfg, 'announcedIp', '', { nullable: true });
   checkNumber(cfg, 'numWorkers', '', { min: 1, max: 64, integer: true });
   checkNumber(cfg.vad, 'thresholdDbfs', 'vad.', { min: -120, max: 0 });
+  checkNumber(cfg.vad, 'levelThresholdDbov', 'vad.', { min: -127, max: 0 });
+  if (!['energy', 'audio-level'].includes(cfg.vad.source)) {
+    throw new ConfigError(`'vad.source' must be "energy" or "audio-level", got ${JSON.stringify(cfg.vad.source)}`);
+  }
   checkNumber(cfg.vad, 'hangoverMs', 'vad.', { min: 20, max: 10000 });
   checkNumber(cfg.vad, 'maxUtteranceMs', 'vad.', { min: 100, max: 600000 });
   checkNumber(cfg.vad, 'prerollMs', 'vad.', { min: 0, max: 2000 });
@@ -70,6 +78,9 @@ function buildConfig(raw) {
   }
   checkNumber(cfg, 'requestTimeoutMs', '', { min: 1, max: 600000 });
   checkNumber(cfg, 'ttsGapMs', '', { min: 0, max: 10000 });
+  if (typeof cfg.reportErrors !== 'boolean') {
+    throw new ConfigError(`'reportErrors' must be true or false, got ${JSON.stringify(cfg.reportErrors)}`);
+  }
   checkString(cfg, 'groundTruthPath', '', { nullable: true });
   checkString(cfg, 'logLevel', '');
   if (cfg.announcedIp === null) cfg.announcedIp = cfg.host;

@@ -29,7 +29,7 @@ class StageFailure extends Error {
 class Pipeline {
   /**
    * @param {object} o producerId, peerId, sourceLanguage, targetLanguage, backends, injector,
-   *   emit(event, payload) to the room, groundTruth, metrics
+   *   emit(event, payload) to the room, groundTruth, metrics, reportErrors (emit pipelineError?)
    */
   constructor(o) {
     Object.assign(this, o);
@@ -37,7 +37,6 @@ class Pipeline {
     this.closed = false;
     this.abort = new AbortController();
     this.tails = Object.fromEntries(STAGES.map((s) => [s, Promise.resolve()]));
-    this.inFlight = new Set();
   }
 
   /** VAD callback: start this utterance's run (not awaited: runs overlap, gates keep order). */
@@ -64,13 +63,11 @@ class Pipeline {
       this.tails[stage] = mine;
       gates[stage] = { prev, release };
     }
-    const run = this._run(u, ctx, gates)
+    this._run(u, ctx, gates)
       .catch((err) => log.error(`utterance ${ctx.utteranceId}: unexpected`, err))
       .finally(() => {
-        for (const stage of STAGES) gates[stage].release();
-        this.inFlight.delete(run);
+        for (const stage of STAGES) gates[stage].release(); // never leave a later utterance waiting
       });
-    this.inFlight.add(run);
   }
 
   async _run(u, ctx, gates) {
@@ -173,8 +170,9 @@ class Pipeline {
   _fail(ctx, stage, message) {
     const t = nowMs();
     this.metrics.stageResults.inc({ stage, result: 'error' });
+    // The ground truth and metrics always record the failure; clients hear of it only if configured.
     this.groundTruth.write('error', t / 1000, { ...ctx, stage, error: message });
-    this.emit('pipelineError', { ...ctx, stage, error: message, serverTs: round3(t) });
+    if (this.reportErrors) this.emit('pipelineError', { ...ctx, stage, error: message, serverTs: round3(t) });
     (message.startsWith('aborted') ? log.debug : log.warn)(`utterance ${ctx.utteranceId} failed at ${stage}: ${message}`);
   }
 

@@ -177,6 +177,7 @@ class Room {
         emit: (event, payload) => this.emit(event, payload),
         groundTruth: this.groundTruth,
         metrics: this.metrics,
+        reportErrors: this.config.reportErrors,
       });
       tap = await Tap.create({
         router: this.router,

@@ -28,12 +28,15 @@ function parseRtp(buf) {
   let offset = RTP_HEADER_BYTES + 4 * csrcCount;
   if (offset > buf.length) return null;
   let extensionProfile = null;
+  let extensions = null;
   if (extension) {
     if (offset + 4 > buf.length) return null;
     extensionProfile = buf.readUInt16BE(offset);
     const words = buf.readUInt16BE(offset + 2);
-    offset += 4 + 4 * words;
-    if (offset > buf.length) return null;
+    const blockEnd = offset + 4 + 4 * words;
+    if (blockEnd > buf.length) return null;
+    if (extensionProfile === 0xbede) extensions = oneByteExtensions(buf, offset + 4, blockEnd);
+    offset = blockEnd;
   }
   let end = buf.length;
   if (padding) {
@@ -48,8 +51,25 @@ function parseRtp(buf) {
     timestamp: buf.readUInt32BE(4),
     ssrc: buf.readUInt32BE(8),
     extensionProfile,
+    extensions,
     payload: buf.subarray(offset, end),
   };
+}
+
+/** RFC 8285 one-byte header extension elements: Map id -> Buffer. */
+function oneByteExtensions(buf, start, end) {
+  const out = new Map();
+  let i = start;
+  while (i < end) {
+    const b = buf[i];
+    if (b === 0) { i += 1; continue; } // padding
+    const id = b >> 4;
+    const len = (b & 0x0f) + 1;
+    if (id === 15 || i + 1 + len > end) break; // 15: stop parsing (RFC 8285 §4.2)
+    out.set(id, buf.subarray(i + 1, i + 1 + len));
+    i += 1 + len;
+  }
+  return out;
 }
 
 /** Build a plain RTP packet: no CSRC, no extension, no padding. */

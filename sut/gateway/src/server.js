@@ -170,6 +170,8 @@ async function main() {
       process.exit(1);
     });
   };
+  // A bug in one call's handling must not end every call: log it loudly and keep serving.
+  process.on('unhandledRejection', (err) => log.error('unhandled promise rejection:', err));
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
 }

@@ -11,6 +11,7 @@ const { logger } = require('./logger');
 
 const log = logger('tap');
 const SAMPLE_RATE = 48000;
+const AUDIO_LEVEL_URI = 'urn:ietf:params:rtp-hdrext:ssrc-audio-level';
 const MAX_CONCEALED_PACKETS = 50; // gaps up to 1 s are filled with silence; longer ones are a new stream
 
 function bindSocket(ip) {
@@ -51,6 +52,9 @@ class Tap {
     this.lastSeq = null;
     this.stats = { packets: 0, lost: 0, decodeErrors: 0, firstMs: null, lastMs: null };
     this.vad = new Vad({ ...vadCfg, sampleRate: SAMPLE_RATE, onUtterance });
+    this.vadSource = vadCfg.source || 'energy';
+    this.levelThreshold = vadCfg.levelThresholdDbov ?? -45;
+    this.audioLevelId = null; // header extension id of ssrc-audio-level on the tap consumer
     // Packets may simply stop (producer paused, sender gone): close the utterance after the
     // hangover even without more frames. refresh() re-arms it cheaply on every packet.
     this.idleTimer = setTimeout(() => this.vad.flush('idle'), vadCfg.hangoverMs);
@@ -76,6 +80,8 @@ class Tap {
       rtpCapabilities: router.rtpCapabilities,
       paused: false,
     });
+    const ext = (this.consumer.rtpParameters.headerExtensions || []).find((h) => h.uri === AUDIO_LEVEL_URI);
+    this.audioLevelId = ext ? ext.id : null;
     log.debug(`tap for producer ${this.producerId}: udp ${this.transport.tuple.localPort} -> ${this.socket.address().port}`);
   }
 
@@ -114,7 +120,15 @@ class Tap {
     const samples = pcm.byteOffset % 2 === 0
       ? new Int16Array(pcm.buffer, pcm.byteOffset, pcm.length >> 1)
       : new Int16Array(Uint8Array.from(pcm).buffer);
-    this.vad.push(samples, recvMs);
+    this.vad.push(samples, recvMs, this._packetVoiced(pkt));
+  }
+
+  /** The sender's own level (RFC 6464) decides, when configured and present; else null (energy). */
+  _packetVoiced(pkt) {
+    if (this.vadSource !== 'audio-level' || this.audioLevelId === null || !pkt.extensions) return null;
+    const ext = pkt.extensions.get(this.audioLevelId);
+    if (!ext || ext.length < 1) return null;
+    return -(ext[0] & 0x7f) > this.levelThreshold;
   }
 
   /**

@@ -1,7 +1,10 @@
 'use strict';
 // Energy VAD over 20 ms frames: the segmentation the pipeline (and the tester's ground truth)
 // is built on, so its rules are exact and documented:
-//   * a frame is voiced when its RMS level in dBFS >= thresholdDbfs;
+//   * a frame is voiced when its RMS level in dBFS >= thresholdDbfs (source "energy"), or, with
+//     source "audio-level", when the sender's RFC 6464 level in the packet's ssrc-audio-level header
+//     is above levelThresholdDbov (-level > threshold; browsers send it from the captured audio and
+//     SFUs segment on it); packets without the header fall back to energy;
 //   * an utterance starts at the first voiced frame (the audio sent to STT also carries up to
 //     prerollMs of the frames before it, so word onsets are not clipped);
 //   * it ends once hangoverMs of audio has passed without a voiced frame, or when no packet at
@@ -45,8 +48,11 @@ class Vad {
     return this.utt !== null;
   }
 
-  /** Feed one packet's decoded mono samples, received at recvMs (gateway monotonic ms). */
-  push(samples, recvMs) {
+  /**
+   * Feed one packet's decoded mono samples, received at recvMs (gateway monotonic ms).
+   * voiced: the packet's own voice decision (audio-level source), or null to measure energy.
+   */
+  push(samples, recvMs, voiced = null) {
     let data = samples;
     if (this.carry) {
       // Packets of 20 ms never leave a carry; this keeps 10/40/60 ms packetisation exact anyway.
@@ -58,7 +64,7 @@ class Vad {
     }
     let off = 0;
     for (; off + this.frameSamples <= data.length; off += this.frameSamples) {
-      this._frame(data.subarray(off, off + this.frameSamples), recvMs);
+      this._frame(data.subarray(off, off + this.frameSamples), recvMs, voiced);
     }
     if (off < data.length) {
       this.carry = data.slice(off);
@@ -76,8 +82,8 @@ class Vad {
     if (this.utt) this._end(reason);
   }
 
-  _frame(frame, recvMs) {
-    const voiced = rmsDbfs(frame) >= this.threshold;
+  _frame(frame, recvMs, packetVoiced = null) {
+    const voiced = packetVoiced === null ? rmsDbfs(frame) >= this.threshold : packetVoiced;
     const u = this.utt;
     if (!u) {
       if (voiced) {

@@ -93,13 +93,17 @@ test('media against a real mediasoup worker', { skip }, async (t) => {
     const gapSamples = (first[1].rtpTimestamp - first[0].rtpTimestamp) >>> 0;
     assert.ok(gapSamples >= (1000 + 100) * 48, `second utterance ${gapSamples / 48} ms after the first`);
     assert.ok(first[1].queuedMs > 1000, 'second utterance waited for the first');
-    // Pacing: arrival vs. the absolute 20 ms grid of each utterance.
-    const dev = packets.map((p, i) => {
-      const [base, k] = i < i2 ? [packets[0].at, i] : [packets[i2].at, i - i2];
-      return p.at - base - 20 * k;
-    }).map(Math.abs).sort((a, b) => a - b);
+    // Pacing: arrival vs. each utterance's 20 ms grid, anchored at the median offset (mediasoup
+    // holds the very first packet a new consumer gets for ~20 ms: that is not pacing).
+    const dev = [];
+    for (const [from, to] of [[0, i2], [i2, packets.length]]) {
+      const off = packets.slice(from, to).map((p, k) => p.at - packets[from].at - 20 * k);
+      const median = [...off].sort((a, b) => a - b)[Math.floor(off.length / 2)];
+      dev.push(...off.map((o) => Math.abs(o - median)));
+    }
+    dev.sort((a, b) => a - b);
     const q = (f) => dev[Math.floor(f * (dev.length - 1))];
-    console.log(`# pacing at a UDP receiver: |arrival - grid| p50 ${q(0.5).toFixed(2)} ms, p99 ${q(0.99).toFixed(2)} ms, max ${q(1).toFixed(2)} ms`);
+    console.log(`# pacing at a UDP receiver: |arrival - grid| p50 ${q(0.5).toFixed(2)} ms, p90 ${q(0.9).toFixed(2)} ms, max ${q(1).toFixed(2)} ms`);
     assert.ok(q(0.5) < 5, `median pacing error ${q(0.5)} ms`);
   });
 

@@ -1,0 +1,134 @@
+'use strict';
+// Pipeline ordering and error reporting, with the real Backends (HTTP) against a local HTTP server
+// standing in for the three services (its latencies are chosen so utterance 2's STT finishes before
+// utterance 1's) and the real Injector on a real mediasoup worker (skipped without one).
+// Run: `node --test sut/gateway/test/`.
+
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const http = require('http');
+const fs = require('fs');
+const { once } = require('events');
+
+function workerBin() {
+  if (process.env.MEDIASOUP_WORKER_BIN && fs.existsSync(process.env.MEDIASOUP_WORKER_BIN)) return process.env.MEDIASOUP_WORKER_BIN;
+  try {
+    const p = fs.readFileSync('/tmp/speechload-worker-path.txt', 'utf8').trim();
+    return fs.existsSync(p) ? p : null;
+  } catch {
+    return null;
+  }
+}
+
+const BIN = workerBin();
+if (BIN) process.env.MEDIASOUP_WORKER_BIN = BIN;
+
+const { Pipeline } = require('../src/pipeline');
+const { Backends } = require('../src/backends');
+const { GroundTruth } = require('../src/groundtruth');
+const { createMetrics } = require('../src/metrics');
+const { encodeWav } = require('../src/wav');
+
+/** Services: STT answers by call order (delays and texts below), translation upper-cases, TTS 200 ms. */
+function startServices(stt) {
+  let calls = 0;
+  const server = http.createServer((req, res) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks);
+      if (req.url.startsWith('/transcribe')) {
+        const { delayMs, text } = stt[calls++];
+        setTimeout(() => res.end(JSON.stringify({ text })), delayMs);
+      } else if (req.url === '/translate') {
+        const { text } = JSON.parse(body);
+        if (text === 'fail') {
+          res.writeHead(503);
+          res.end('translation engine overloaded');
+          return;
+        }
+        res.end(JSON.stringify({ text: text.toUpperCase() }));
+      } else {
+        res.setHeader('content-type', 'audio/wav');
+        res.end(encodeWav(new Int16Array(9600).fill(1000), 48000));
+      }
+    });
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
+}
+
+function utterance(startMs) {
+  return { speechStartMs: startMs, speechEndMs: startMs + 500, voicedMs: 500, audioMs: 600, audio: new Int16Array(28800), sampleRate: 48000, reason: 'hangover' };
+}
+
+async function run(t, { stt, reportErrors, count }) {
+  const mediasoup = require('mediasoup');
+  const { Injector } = require('../src/inject');
+  const server = await startServices(stt);
+  const worker = await mediasoup.createWorker({ logLevel: 'error', rtcMinPort: 46000, rtcMaxPort: 46999 });
+  t.after(() => { worker.close(); server.close(); });
+  const router = await worker.createRouter({ mediaCodecs: [{ kind: 'audio', mimeType: 'audio/opus', clockRate: 48000, channels: 2 }] });
+  const metrics = createMetrics();
+  const injector = await Injector.create({ router, sourceProducerId: 'mic', language: 'es', metrics, gapMs: 100 });
+  const base = `http://127.0.0.1:${server.address().port}`;
+  const events = [];
+  const done = new (require('events').EventEmitter)();
+  const pipeline = new Pipeline({
+    producerId: 'mic', peerId: 'speaker', sourceLanguage: 'en', targetLanguage: 'es',
+    backends: new Backends({ services: { stt: base, translation: base, tts: base }, timeoutMs: 2000, metrics }),
+    injector,
+    emit: (name, payload) => {
+      events.push({ name, ...payload });
+      if (name === 'tts' || name === 'pipelineError') done.emit('end');
+    },
+    groundTruth: new GroundTruth(null),
+    metrics,
+    reportErrors,
+  });
+  for (let i = 0; i < stt.length; i++) pipeline.onUtterance(utterance(1000 * i));
+  const timer = setTimeout(() => done.emit('timeout'), 5000);
+  while (events.filter((e) => e.name === 'tts' || e.name === 'pipelineError').length < count) {
+    const [why] = await Promise.race([once(done, 'end').then(() => ['end']), once(done, 'timeout').then(() => ['timeout'])]);
+    assert.notEqual(why, 'timeout', `pipeline did not finish: ${JSON.stringify(events)}`);
+  }
+  clearTimeout(timer);
+  injector.close();
+  return { events, metrics };
+}
+
+test('pipeline: per-stage order kept when a later STT answers first; errors in order', { skip: BIN ? false : 'no mediasoup worker' }, async (t) => {
+  const { events } = await run(t, {
+    stt: [{ delayMs: 300, text: 'one' }, { delayMs: 10, text: 'fail' }, { delayMs: 10, text: '' }, { delayMs: 10, text: 'four' }],
+    reportErrors: true,
+    count: 4,
+  });
+  const seqs = (name) => events.filter((e) => e.name === name).map((e) => e.seq);
+  assert.deepEqual(seqs('transcription'), [1, 2, 4]);
+  assert.deepEqual(seqs('translation'), [1, 4]);
+  assert.deepEqual(seqs('tts'), [1, 4]);
+  // Order holds per stage: utterance 3's STT error may come before utterance 2's translation error.
+  const errors = events.filter((e) => e.name === 'pipelineError').map((e) => [e.seq, e.stage, e.error])
+    .sort((a, b) => a[0] - b[0]);
+  assert.equal(errors.length, 2);
+  assert.deepEqual(errors[0].slice(0, 2), [2, 'translation']);
+  assert.match(errors[0][2], /HTTP 503: translation engine overloaded/);
+  assert.deepEqual(errors[1], [3, 'stt', 'empty transcript']);
+  // Each stage's outcomes come out in utterance order, even though utterance 2's STT answered first.
+  const order = events.map((e) => `${e.name}:${e.seq}`);
+  assert.ok(order.indexOf('transcription:1') < order.indexOf('transcription:2'), order.join(' '));
+  assert.ok(order.indexOf('translation:1') < order.indexOf('pipelineError:2'), order.join(' '));
+  const [tts1, tts4] = events.filter((e) => e.name === 'tts');
+  assert.equal(tts1.durationMs, 200);
+  assert.ok(((tts4.rtpTimestamp - tts1.rtpTimestamp) >>> 0) >= (200 + 100) * 48, 'TTS audio does not overlap');
+  assert.equal(events.find((e) => e.name === 'translation').text, 'ONE');
+});
+
+test('pipeline: reportErrors false keeps failures off the wire', { skip: BIN ? false : 'no mediasoup worker' }, async (t) => {
+  const { events, metrics } = await run(t, {
+    stt: [{ delayMs: 10, text: '' }, { delayMs: 10, text: 'two' }],
+    reportErrors: false,
+    count: 1,
+  });
+  assert.deepEqual(events.map((e) => `${e.name}:${e.seq}`), ['transcription:2', 'translation:2', 'tts:2']);
+  assert.match(metrics.registry.render(), /gateway_stage_results_total\{result="error",stage="stt"\} 1/);
+});
