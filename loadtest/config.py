@@ -31,7 +31,8 @@ class TargetConfig:
 class ScenarioConfig:
     callers: int = 1
     duration_s: float = 30.0
-    utterance_interval_s: float = 6.0
+    # Longer than the longest fixture (6.8 s) plus its translation's start: no self-inflicted queueing.
+    utterance_interval_s: float = 9.0
     fixtures: str = str(DEFAULT_FIXTURES)
     fixture_ids: tuple[str, ...] = ()
     source_language: str = "en"

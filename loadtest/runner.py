@@ -190,7 +190,8 @@ class Run:
         finally:
             progress.cancel()
             self._shard.close()
-        print(self.tally.line(time.monotonic() - started, 0), file=sys.stderr, flush=True)
+        if self.tally.sent:
+            print(self.tally.line(time.monotonic() - started, 0), file=sys.stderr, flush=True)
 
 
 def prepare_run_dir(out: Path) -> Path:
@@ -211,8 +212,10 @@ def execute_run(cfg: RunConfig, target: Target, run_dir: Path, library: FixtureL
     """Drive the conversations and merge their journal; raises RunFailed when nothing was measured."""
     run = Run(cfg, target, run_dir, library)
     # Encode every clip before the clock starts: encoding on the media loop would stall every caller.
-    for fixture_id in cfg.scenario.fixture_ids or library.ids:
-        library.get(fixture_id)
+    longest = max(library.get(i).duration_s for i in cfg.scenario.fixture_ids or library.ids)
+    if longest > cfg.scenario.utterance_interval_s:
+        print(f"warning: utterance interval {cfg.scenario.utterance_interval_s:.1f} s is shorter than the "
+              f"longest clip ({longest:.1f} s): utterances will start late and queue", file=sys.stderr)
     (run_dir / "run.json").write_text(json.dumps(
         {"run_id": run.run_id, "target": target.url, "insecure_tls": target.insecure,
          "callers": cfg.scenario.callers, "duration_s": cfg.scenario.duration_s,

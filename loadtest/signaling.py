@@ -26,6 +26,11 @@ class TlsUntrusted(SignalingError):
 
 
 def describe_connect_failure(url: str, exc: BaseException) -> SignalingError:
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return TlsUntrusted(f"TLS certificate of {url} is not trusted: {_short(str(exc.certificate_error))}")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        reason = exc.os_error.strerror or str(exc.os_error)
+        return TargetUnreachable(f"cannot reach target {url}: {exc.host}:{exc.port}: {reason}")
     text = " ".join(str(a) for a in getattr(exc, "args", ()) if a) or type(exc).__name__
     if "CERTIFICATE_VERIFY_FAILED" in text or "SSLCertVerificationError" in text or "certificate" in text:
         return TlsUntrusted(f"TLS certificate of {url} is not trusted: {_short(text)}")
@@ -73,9 +78,22 @@ class SignalingChannel:
                 timeout_s + 1,
             )
         except (socketio.exceptions.ConnectionError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            # python-socketio reduces every failure to "Connection error"; one plain request says why.
+            cause = await self._diagnose(timeout_s) or exc
             await self.close()
-            cause = exc.__cause__ or exc.__context__ or exc
-            raise describe_connect_failure(self.url, cause if str(cause) else exc) from None
+            raise describe_connect_failure(self.url, cause) from None
+
+    async def _diagnose(self, timeout_s: float) -> BaseException | None:
+        if self._session is None:
+            return None
+        probe = f"{self.url.rstrip('/')}/{self.profile.socketio_path.strip('/')}/?EIO=4&transport=polling"
+        try:
+            async with self._session.get(probe, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+                if resp.status >= 400:
+                    return SignalingError(f"HTTP {resp.status} from {probe}")
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            return exc
+        return None
 
     def on(self, event: str, handler: Callable[[Any], None]) -> None:
         assert self._sio is not None

@@ -156,6 +156,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         csv=args.csv,
         charts=args.charts,
     )
+    from loadtest.report.build import print_stage_table
+
+    print_stage_table(result.summary)
     _print_result(result)
     return result.exit_code
 

@@ -78,7 +78,8 @@ def test_gateway_json_carries_the_resolved_values(tmp_path: Path) -> None:
     config = config.with_port_offset(10)
     doc = gateway_json(config, tmp_path / "groundtruth.jsonl")
     assert doc["port"] == 3010
-    assert doc["vad"] == {"thresholdDbfs": -50.0, "hangoverMs": 250, "maxUtteranceMs": 15000}
+    assert doc["vad"] == {"source": "audio-level", "thresholdDbfs": -50.0, "levelThresholdDbov": -45.0,
+                          "hangoverMs": 250, "maxUtteranceMs": 15000}
     assert doc["services"] == {
         "stt": "http://127.0.0.1:8012",
         "translation": "http://127.0.0.1:8015",
