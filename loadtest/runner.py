@@ -231,3 +231,10 @@ def execute_run(cfg: RunConfig, target: Target, run_dir: Path, library: FixtureL
         raise RunFailed("no utterance was sent")
     return run
 
+
+
+def run_from_args(argv: list[str], out_dir: Path) -> int:
+    """``loadtest run <argv> --out out_dir`` as a function (nightly runs it into its history)."""
+    from loadtest.cli import main
+
+    return main(["run", *argv, "--out", str(out_dir)])
