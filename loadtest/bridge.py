@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import selectors
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -32,6 +32,44 @@ def _original(module: str, name: str) -> Any:
 def _native_selector() -> selectors.BaseSelector:
     # The stdlib class bound select.epoll when it was defined, before gevent patched anything.
     return _original("selectors", "EpollSelector")()
+
+
+class NativeThreadLoop(asyncio.SelectorEventLoop):
+    """A selector loop whose blocking helpers run on native threads.
+
+    Under gevent patching, the default executor's pool threads are greenlets of a hub that never
+    runs on this thread, so ``run_in_executor`` (and with it DNS resolution: ``localhost``) hangs.
+    """
+
+    def run_in_executor(self, executor: Any, func: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        if executor is not None:
+            return super().run_in_executor(executor, func, *args)
+        future: asyncio.Future[T] = self.create_future()
+
+        def settle(result: Any, error: BaseException | None) -> None:
+            if future.cancelled():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+        def work() -> None:
+            try:
+                result = func(*args)
+            except BaseException as exc:  # noqa: BLE001 — handed to the awaiting coroutine
+                self.call_soon_threadsafe(settle, None, exc)
+            else:
+                self.call_soon_threadsafe(settle, result, None)
+
+        _original("_thread", "start_new_thread")(work, ())
+        return future
+
+    async def getaddrinfo(self, host: Any, port: Any, *, family: int = 0, type: int = 0,  # noqa: A002
+                          proto: int = 0, flags: int = 0) -> Any:
+        # gevent's resolver needs a hub; the original one does not.
+        lookup = _original("socket", "getaddrinfo")
+        return await self.run_in_executor(None, lookup, host, port, family, type, proto, flags)
 
 
 class MediaLoop:
@@ -53,7 +91,7 @@ class MediaLoop:
             raise RuntimeError(f"media loop did not start within {timeout_s:.0f} s")
 
     def _run(self) -> None:
-        loop = asyncio.SelectorEventLoop(_native_selector())
+        loop = NativeThreadLoop(_native_selector())
         asyncio.set_event_loop(loop)
         self.loop = loop
         loop.call_soon(self._ready.release)

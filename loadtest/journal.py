@@ -28,8 +28,8 @@ def worker_name() -> str:
 class JournalShard:
     """This process's shard. Records are durable once ``append`` returns (page cache; fsync on close)."""
 
-    def __init__(self, run_dir: Path, name: str | None = None) -> None:
-        directory = run_dir / SHARD_DIR
+    def __init__(self, run_dir: Path, name: str | None = None, folder: str = SHARD_DIR) -> None:
+        directory = run_dir / folder
         directory.mkdir(parents=True, exist_ok=True)
         safe = (name or worker_name()).replace(":", "-").replace("/", "_")
         self.path = directory / f"{safe}.jsonl"
@@ -37,7 +37,11 @@ class JournalShard:
         self.count = 0
 
     def append(self, row: SampleRow) -> None:
-        line = json.dumps(_clean(row.to_dict()), separators=(",", ":")) + "\n"
+        self.append_record(row.to_dict())
+
+    def append_record(self, record: dict[str, object]) -> None:
+        """One whole line per write: a kill leaves at most the last line torn."""
+        line = json.dumps(_clean(record), separators=(",", ":")) + "\n"
         os.write(self._fd, line.encode())
         self.count += 1
 
@@ -89,7 +93,7 @@ def shard_paths(run_dir: Path) -> list[Path]:
 
 def read_journal(paths: Iterable[Path]) -> tuple[pd.DataFrame, MergeResult]:
     records: list[dict[str, object]] = []
-    seen: set[tuple[object, object]] = set()
+    seen: set[object] = set()
     truncated = duplicates = shards = 0
     for path in paths:
         shards += 1
@@ -97,7 +101,9 @@ def read_journal(paths: Iterable[Path]) -> tuple[pd.DataFrame, MergeResult]:
             if record is None:
                 truncated += 1
                 continue
-            key = (record.get("run_id"), record.get("utterance_id"))
+            # utterance ids are unique across processes (they carry host and pid): one row each,
+            # however many copies reached the run directory (a worker's own shard and the master's).
+            key = record.get("utterance_id")
             if key in seen:
                 duplicates += 1
                 continue

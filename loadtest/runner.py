@@ -24,7 +24,7 @@ from loadtest.journal import JournalShard, merge_to_parquet, worker_name
 from loadtest.profile import load_profile
 from loadtest.quality import score
 from loadtest.signaling import SignalingError
-from loadtest.timeline import RowContext, UtteranceTimeline, outcome, to_row
+from loadtest.timeline import RowContext, SampleRow, UtteranceTimeline, outcome, to_row
 from loadtest.webrtc_client import (
     ClientOptions,
     PipelineClient,
@@ -50,15 +50,19 @@ class Target:
 def ssl_context(target: Target) -> ssl.SSLContext | bool:
     if not target.url.startswith("https"):
         return False
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if target.insecure:
-        ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
         return ctx
     try:
-        return ssl.create_default_context(cafile=target.ca_cert or None)
+        if target.ca_cert:
+            ctx.load_verify_locations(cafile=target.ca_cert)
+        else:
+            ctx.load_default_certs()
     except (ssl.SSLError, OSError) as exc:
         raise RunFailed(f"cannot load CA certificate {target.ca_cert}: {exc}") from None
+    return ctx
 
 
 @dataclass
@@ -94,18 +98,45 @@ class Tally:
                 f"timeout {self.timeout} error {self.error}  e2e p50 {p50}")
 
 
+@dataclass(frozen=True)
+class RowMaker:
+    """Turns a finished utterance's timeline into its journal row (quality scores, RTC stats, load)."""
+
+    run_id: str
+    worker: str
+    library: FixtureLibrary
+    active: ActiveUsers
+
+    def __call__(self, tl: UtteranceTimeline, client: PipelineClient, user: int) -> SampleRow:
+        fixture = self.library.fixture(tl.fixture_id)
+        reference_translation = fixture.translations.get(tl.target_language)
+        quality = score(tl.transcript, fixture.transcript, tl.translation, reference_translation)
+        ctx = RowContext(
+            run_id=self.run_id, worker=self.worker, user=user, connect_ms=client.result.connect_ms,
+            reference_transcript=fixture.transcript, reference_translation=reference_translation,
+            wer=quality.wer, chrf=quality.chrf, jitter_ms=client.stats["jitter_ms"],
+            packets_lost=client.stats["packets_lost"], rtt_ms=client.stats["rtt_ms"],
+            active_users=self.active.at(tl.t_planned))
+        return to_row(tl, ctx)
+
+
+def new_run_id() -> str:
+    return f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
 class Run:
     def __init__(self, cfg: RunConfig, target: Target, run_dir: Path, library: FixtureLibrary) -> None:
         self.cfg = cfg
         self.target = target
         self.run_dir = run_dir
         self.library = library
-        self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        self.run_id = new_run_id()
         self.worker = worker_name()
         self.active = ActiveUsers()
         self.tally = Tally()
         self.connect_errors: list[str] = []
         self._shard = JournalShard(run_dir)
+        self.rows = RowMaker(self.run_id, self.worker, library, self.active)
 
     def options(self) -> ClientOptions:
         t, s = self.cfg.target, self.cfg.scenario
@@ -128,16 +159,7 @@ class Run:
         return plan
 
     def record(self, tl: UtteranceTimeline, client: PipelineClient, user: int) -> None:
-        fixture = self.library.fixture(tl.fixture_id)
-        reference_translation = fixture.translations.get(tl.target_language)
-        quality = score(tl.transcript, fixture.transcript, tl.translation, reference_translation)
-        ctx = RowContext(
-            run_id=self.run_id, worker=self.worker, user=user, connect_ms=client.result.connect_ms,
-            reference_transcript=fixture.transcript, reference_translation=reference_translation,
-            wer=quality.wer, chrf=quality.chrf, jitter_ms=client.stats["jitter_ms"],
-            packets_lost=client.stats["packets_lost"], rtt_ms=client.stats["rtt_ms"],
-            active_users=self.active.at(tl.t_planned))
-        row = to_row(tl, ctx)
+        row = self.rows(tl, client, user)
         self._shard.append(row)
         self._count(tl, row.e2e_ms)
 
@@ -194,13 +216,34 @@ class Run:
             print(self.tally.line(time.monotonic() - started, 0), file=sys.stderr, flush=True)
 
 
+def warn_about_plan(cfg: RunConfig, library: FixtureLibrary) -> None:
+    longest = max(library.fixture(i).duration_s for i in cfg.scenario.fixture_ids or library.ids)
+    if longest + 0.5 > cfg.scenario.utterance_interval_s:
+        print(f"warning: utterance interval {cfg.scenario.utterance_interval_s:.1f} s leaves less than 0.5 s "
+              f"after the longest clip ({longest:.1f} s): utterances will run together", file=sys.stderr)
+
+
+def probe_target(cfg: RunConfig, target: Target) -> None:
+    """One Socket.IO connection to the target, so a wrong URL or CA fails fast with its reason."""
+    from loadtest.signaling import SignalingChannel
+
+    async def probe() -> None:
+        channel = SignalingChannel(target.url, load_profile(cfg.target.profile), ssl_context(target),
+                                   cfg.scenario.connect_timeout_s)
+        await channel.connect(cfg.scenario.connect_timeout_s)
+        await channel.close()
+
+    asyncio.run(probe())
+
+
 def prepare_run_dir(out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    for stale in ("run-failed.json", "samples.parquet", "summary.json"):
+    for stale in ("run-failed.json", "samples.parquet", "summary.json", "locust_stats.csv"):
         with contextlib.suppress(FileNotFoundError):
             (out / stale).unlink()
-    for shard in (out / "journal").glob("*.jsonl") if (out / "journal").is_dir() else []:
-        shard.unlink()
+    for folder in ("journal", "worker-journal"):
+        for shard in (out / folder).glob("*.jsonl") if (out / folder).is_dir() else []:
+            shard.unlink()
     return out
 
 
@@ -212,10 +255,8 @@ def execute_run(cfg: RunConfig, target: Target, run_dir: Path, library: FixtureL
     """Drive the conversations and merge their journal; raises RunFailed when nothing was measured."""
     run = Run(cfg, target, run_dir, library)
     # Encode every clip before the clock starts: encoding on the media loop would stall every caller.
-    longest = max(library.get(i).duration_s for i in cfg.scenario.fixture_ids or library.ids)
-    if longest > cfg.scenario.utterance_interval_s:
-        print(f"warning: utterance interval {cfg.scenario.utterance_interval_s:.1f} s is shorter than the "
-              f"longest clip ({longest:.1f} s): utterances will start late and queue", file=sys.stderr)
+    for fixture_id in cfg.scenario.fixture_ids or library.ids:
+        library.get(fixture_id)
     (run_dir / "run.json").write_text(json.dumps(
         {"run_id": run.run_id, "target": target.url, "insecure_tls": target.insecure,
          "callers": cfg.scenario.callers, "duration_s": cfg.scenario.duration_s,

@@ -14,7 +14,7 @@ import logging
 import ssl
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,7 @@ from loadtest.timeline import UtteranceTimeline
 
 log = logging.getLogger(__name__)
 START_LEAD_S = 0.5
+SCHEDULE_AHEAD_S = 1.0
 
 
 def restrict_ice_host_addresses(addresses: Sequence[str]) -> None:
@@ -284,47 +285,60 @@ class PipelineClient:
     # ---- speaking ------------------------------------------------------------------------------
 
     async def speak(
-        self, plan: Sequence[ScheduledUtterance], first_slot_delay_s: float = START_LEAD_S
+        self,
+        plan: Iterable[ScheduledUtterance],
+        stop: asyncio.Event | None = None,
+        first_slot_delay_s: float = START_LEAD_S,
     ) -> None:
-        """Speak the plan on its timetable; return once every utterance has its final status."""
+        """Speak the plan on its timetable; return once every utterance has its final status.
+
+        The plan may be endless (a locust user speaks until stopped): each utterance is handed to the
+        track shortly before it is due, so the queue stays short; ``stop`` ends the plan. Utterances
+        already handed over are still spoken and awaited, each at most until its own deadline.
+        """
         assert self._correlator is not None
+        loop = asyncio.get_running_loop()
         t0 = self._clock() + first_slot_delay_s
         wall0 = time.time() + first_slot_delay_s
         for seq, item in enumerate(plan, start=1):
+            planned = t0 + item.offset_s
+            if await self._stopped_before(planned - SCHEDULE_AHEAD_S, stop):
+                break
             tl = UtteranceTimeline(
                 utterance_id=f"{self.conversation}-{seq}", conversation=self.conversation, seq=seq,
                 fixture_id=item.fixture_id, source_language=self.options.source_language,
-                target_language=self.options.target_language, t_planned=t0 + item.offset_s,
+                target_language=self.options.target_language, t_planned=planned,
                 wall_start=wall0 + item.offset_s)
             self._pending[tl.utterance_id] = tl
             self._correlator.expect(tl)
             self._track.schedule(PlannedUtterance(tl, item.clip))
-        self.result.utterances = len(plan)
-        if not plan:
-            return
-        await self._expire_on_deadlines(plan, t0)
-
-    async def _expire_on_deadlines(self, plan: Sequence[ScheduledUtterance], t0: float) -> None:
-        # Each utterance gets its clip length plus the response timeout; then it is a timeout.
-        deadlines = sorted(
-            (t0 + item.offset_s + item.clip.duration_s + self.options.response_timeout_s,
-             f"{self.conversation}-{i}")
-            for i, item in enumerate(plan, start=1))
-        for deadline, uid in deadlines:
-            remaining = deadline - self._clock()
-            if uid in self._pending and remaining > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wait_done(uid), remaining)
-            tl = self._pending.pop(uid, None)
-            if tl is not None:
-                assert self._correlator is not None
-                self._correlator.expire(tl)
-                self._deliver(tl)
-
-    async def _wait_done(self, uid: str) -> None:
-        while uid in self._pending:
+            self.result.utterances += 1
+            # Its clip plus the response timeout, then it is a timeout (loop.time() is time.monotonic()).
+            deadline = planned + item.clip.duration_s + self.options.response_timeout_s
+            loop.call_at(deadline, self._expire, tl.utterance_id)
+        while self._pending:
             self._all_done.clear()
             await self._all_done.wait()
+
+    async def _stopped_before(self, moment: float, stop: asyncio.Event | None) -> bool:
+        """Wait until ``moment`` (the schedule's horizon); True when asked to stop first."""
+        remaining = moment - self._clock()
+        if stop is None:
+            if remaining > 0:
+                await asyncio.sleep(remaining)
+            return False
+        if remaining > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), remaining)
+        return stop.is_set()
+
+    def _expire(self, uid: str) -> None:
+        tl = self._pending.pop(uid, None)
+        if tl is not None:
+            assert self._correlator is not None
+            self._correlator.expire(tl)
+            self._deliver(tl)
+        self._all_done.set()
 
     def _complete(self, tl: UtteranceTimeline) -> None:
         if self._pending.pop(tl.utterance_id, None) is not None:

@@ -13,6 +13,7 @@ APT_PACKAGES=(
     nginx-light pocketsphinx-testdata espeak-ng flite apertium apertium-eng-spa
     libssl-dev libuv1-dev libusrsctp-dev libabsl-dev libflatbuffers-dev flatbuffers-compiler libsrtp2-dev
     pkg-config openssl python3-venv build-essential nodejs npm
+    coturn redis-server  # the reference stack's TURN server and Redis (the preflight audit's targets)
     chromium  # for the HTML report tests
 )
 

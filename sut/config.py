@@ -43,6 +43,8 @@ class ServiceConfig:
 class ProxyConfig:
     https_port: int = 8443
     server_name: str = "localhost"
+    # A plain-HTTP listener that only redirects to HTTPS, as production edges have (0: none).
+    http_port: int = 0
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,38 @@ class GatewayConfig:
     request_timeout_ms: int = 10000
     # A gateway that tells listeners about pipeline failures (pipelineError) or fails silently, as many do.
     report_errors: bool = True
+    # Host name under which the gateway looks for Redis (room coordination across replicas); "" = none,
+    # a single node by design. It connects to redis_host:[redis].port; a name that does not resolve
+    # (a service called "redis_gateway", configured as "redis") leaves the gateway silently standalone.
+    redis_host: str = ""
+
+
+@dataclass(frozen=True)
+class TurnConfig:
+    """coturn beside the stack, loopback only. `username`/`credential` are what clients are given (the
+    deployment's ICE config); `server_credential` is what the server accepts for `username` ("" = the
+    same): a differing value models a rotated secret the clients never got."""
+
+    enabled: bool = False
+    port: int = 3478
+    relay_min_port: int = 50000
+    relay_max_port: int = 50099
+    realm: str = "speechload"
+    username: str = "speechload"
+    credential: str = "speechload-turn"
+    server_credential: str = ""
+
+    @property
+    def accepted_credential(self) -> str:
+        return self.server_credential or self.credential
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    """Debian's redis-server beside the stack (no persistence), loopback only."""
+
+    enabled: bool = False
+    port: int = 6379
 
 
 @dataclass(frozen=True)
@@ -70,6 +104,8 @@ class FaultsConfig:
     tts_down: bool = False
     stt_down: bool = False
     translation_down: bool = False
+    # Issue the proxy's certificate for this host name only (a misissued certificate); "" = correct.
+    certificate_host: str = ""
 
 
 @dataclass(frozen=True)
@@ -84,6 +120,8 @@ class StackConfig:
     translation: ServiceConfig
     tts: ServiceConfig
     faults: FaultsConfig
+    turn: TurnConfig = field(default_factory=TurnConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
 
     def service(self, name: str) -> ServiceConfig:
         return {"stt": self.stt, "translation": self.translation, "tts": self.tts}[name]
@@ -94,10 +132,11 @@ class StackConfig:
             return self
         from dataclasses import replace
 
-        gw = self.gateway
+        gw, turn = self.gateway, self.turn
+        http_port = self.proxy.http_port + offset if self.proxy.http_port else 0
         return replace(
             self,
-            proxy=replace(self.proxy, https_port=self.proxy.https_port + offset),
+            proxy=replace(self.proxy, https_port=self.proxy.https_port + offset, http_port=http_port),
             gateway=replace(
                 gw,
                 port=gw.port + offset,
@@ -107,6 +146,13 @@ class StackConfig:
             stt=replace(self.stt, port=self.stt.port + offset),
             translation=replace(self.translation, port=self.translation.port + offset),
             tts=replace(self.tts, port=self.tts.port + offset),
+            turn=replace(
+                turn,
+                port=turn.port + offset,
+                relay_min_port=turn.relay_min_port + offset * 10,
+                relay_max_port=turn.relay_max_port + offset * 10,
+            ),
+            redis=replace(self.redis, port=self.redis.port + offset),
         )
 
 
@@ -161,6 +207,25 @@ def _gateway(table: dict[str, Any]) -> GatewayConfig:
     return gw
 
 
+def _table(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    table = doc.get(name, {})
+    if not isinstance(table, dict):
+        raise StackConfigError(f"'[{name}]' must be a table, got {table!r}")
+    return table
+
+
+def _turn(table: dict[str, Any]) -> TurnConfig:
+    turn: TurnConfig = _build(TurnConfig, table, "turn")
+    if not 0 < turn.relay_min_port <= turn.relay_max_port <= 65535:
+        raise StackConfigError(
+            f"'turn.relay_min_port'..'turn.relay_max_port' must be a port range, "
+            f"got {turn.relay_min_port}..{turn.relay_max_port}"
+        )
+    if turn.enabled and not (turn.username and turn.credential):
+        raise StackConfigError("'turn.username' and 'turn.credential' must be set when TURN is enabled")
+    return turn
+
+
 def resolve_config_path(name_or_path: str | Path) -> Path:
     """A path, or a bare name of a file in sut/configs (``fixed-delays`` → sut/configs/fixed-delays.toml)."""
     path = Path(name_or_path)
@@ -203,7 +268,7 @@ def stack_config_to_doc(config: StackConfig) -> dict[str, Any]:
 def load_stack_config(name_or_path: str | Path = "default") -> StackConfig:
     path = resolve_config_path(name_or_path)
     doc = _read_doc(path)
-    allowed = {"stack", "proxy", "gateway", "stt", "translation", "tts", "faults"}
+    allowed = {"stack", "proxy", "gateway", "stt", "translation", "tts", "faults", "turn", "redis"}
     for key in doc:
         if key not in allowed:
             raise StackConfigError(f"{path}: unknown section '[{key}]' (known: {', '.join(sorted(allowed))})")
@@ -229,6 +294,8 @@ def load_stack_config(name_or_path: str | Path = "default") -> StackConfig:
             translation=_service(doc, "translation", 8005),
             tts=_service(doc, "tts", 8003),
             faults=_build(FaultsConfig, doc.get("faults", {}), "faults"),
+            turn=_turn(_table(doc, "turn")),
+            redis=_build(RedisConfig, _table(doc, "redis"), "redis"),
         )
     except StackConfigError as exc:
         raise StackConfigError(f"{path}: {exc}") from None

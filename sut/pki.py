@@ -112,24 +112,35 @@ def _subject_alt_names(server_name: str, ips: list[str]) -> x509.SubjectAlternat
 
 
 def issue_server_cert(
-    ca_cert_path: Path, ca_key_path: Path, cert_path: Path, key_path: Path, server_name: str, ips: list[str]
+    ca_cert_path: Path,
+    ca_key_path: Path,
+    cert_path: Path,
+    key_path: Path,
+    server_name: str,
+    ips: list[str],
+    only_name: str = "",
 ) -> None:
-    """Issue a server certificate for `server_name` (+ DNS:localhost, IP:127.0.0.1 and `ips`)."""
+    """Issue a server certificate for `server_name` (+ DNS:localhost, IP:127.0.0.1 and `ips`), or, with
+    `only_name`, for that one name alone (the stack's misissued-certificate fault)."""
     ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
     ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
         raise ValueError(f"{ca_key_path}: expected an EC private key")
     key = ec.generate_private_key(ec.SECP256R1())
     now = _now()
+    san = (
+        x509.SubjectAlternativeName([x509.DNSName(only_name)]) if only_name
+        else _subject_alt_names(server_name, ips)
+    )
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, server_name)]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, only_name or server_name)]))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=SERVER_VALID_DAYS))
-        .add_extension(_subject_alt_names(server_name, ips), critical=False)
+        .add_extension(san, critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(
@@ -141,7 +152,7 @@ def issue_server_cert(
     _write_cert(cert_path, cert)
 
 
-def ensure_pki(directory: Path, server_name: str, ips: list[str]) -> CertPaths:
+def ensure_pki(directory: Path, server_name: str, ips: list[str], only_name: str = "") -> CertPaths:
     """Keep the CA of `directory` if still valid (so a tester's CA file stays good across restarts);
     issue a fresh server certificate every time (the name or addresses may have changed)."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -153,5 +164,7 @@ def ensure_pki(directory: Path, server_name: str, ips: list[str]) -> CertPaths:
     )
     if not _usable_ca(paths.ca_cert, paths.ca_key):
         create_ca(paths.ca_cert, paths.ca_key)
-    issue_server_cert(paths.ca_cert, paths.ca_key, paths.server_cert, paths.server_key, server_name, ips)
+    issue_server_cert(
+        paths.ca_cert, paths.ca_key, paths.server_cert, paths.server_key, server_name, ips, only_name
+    )
     return paths

@@ -135,9 +135,9 @@ def stop_process(record: ProcessRecord, child: subprocess.Popen[bytes] | None = 
         _wait_until(lambda: not group_members(pgid), KILL_GRACE_S)
 
 
-def port_in_use(host: str, port: int) -> bool:
+def port_in_use(host: str, port: int, udp: bool = False) -> bool:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
+    with socket.socket(family, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM) as sock:
         # SO_REUSEADDR, as servers set it: TIME_WAIT leftovers of a previous run do not count as taken.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -148,14 +148,23 @@ def port_in_use(host: str, port: int) -> bool:
 
 
 def probe_health(url: str, ca_cert: Path | None = None, timeout_s: float = 2.0) -> dict[str, object] | None:
-    """GET a /health URL; the decoded JSON if the server answered 200 (or a JSON "degraded"), else None."""
+    """Readiness of one process: GET a /health URL (the decoded JSON if the server answered 200 or a
+    JSON "degraded"); ``redis://host:port`` answers PING; ``stun://host:port`` answers a STUN Binding
+    request over UDP (coturn). None when not ready."""
     scheme, _, rest = url.partition("://")
     hostport, _, path = rest.partition("/")
     host, _, port = hostport.rpartition(":")
     host = host.strip("[]")
+    if scheme == "redis":
+        return _probe_redis(host, int(port), timeout_s)
+    if scheme == "stun":
+        return _probe_stun(host, int(port), timeout_s)
     conn: http.client.HTTPConnection
     if scheme == "https":
         context = ssl.create_default_context(cafile=str(ca_cert) if ca_cert else None)
+        # Readiness, not an audit: the chain must lead to the stack's CA, but the host name is not
+        # checked, so a stack with the misissued-certificate fault still comes up (preflight judges it).
+        context.check_hostname = False
         conn = http.client.HTTPSConnection(host, int(port), timeout=timeout_s, context=context)
     else:
         conn = http.client.HTTPConnection(host, int(port), timeout=timeout_s)
@@ -176,6 +185,37 @@ def probe_health(url: str, ca_cert: Path | None = None, timeout_s: float = 2.0) 
     # A gateway with a backend down answers "degraded" (maybe with 503): it is up and serving.
     if response.status == 200 or data.get("status") == "degraded":
         return data
+    return None
+
+
+def _probe_redis(host: str, port: int, timeout_s: float) -> dict[str, object] | None:
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            sock.sendall(b"PING\r\n")
+            answer = sock.recv(64)
+    except OSError:
+        return None
+    return {"status": "ok"} if answer.startswith(b"+PONG") else None
+
+
+STUN_MAGIC = 0x2112A442
+
+
+def _probe_stun(host: str, port: int, timeout_s: float) -> dict[str, object] | None:
+    # RFC 5389 Binding request: type 0x0001, length 0, magic cookie, 12-byte transaction id.
+    transaction = os.urandom(12)
+    request = b"\x00\x01\x00\x00" + STUN_MAGIC.to_bytes(4, "big") + transaction
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout_s)
+        try:
+            sock.sendto(request, (host, port))
+            answer = sock.recv(2048)
+        except OSError:
+            return None
+    # 0x0101: Binding success response, for our transaction.
+    if len(answer) >= 20 and answer[:2] == b"\x01\x01" and answer[8:20] == transaction:
+        return {"status": "ok"}
     return None
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from sut import procs, proxy
+from sut import infra, procs, proxy
 from sut.config import REPO_ROOT, StackConfig, stack_config_to_doc
 from sut.pki import ensure_pki
 from sut.procs import ProcessRecord
@@ -114,6 +114,8 @@ def gateway_json(config: StackConfig, ground_truth: Path | None) -> dict[str, ob
         "reportErrors": gw.report_errors,
         "groundTruthPath": None if ground_truth is None else str(ground_truth),
         "logLevel": os.environ.get("SPEECHLOAD_GATEWAY_LOG_LEVEL", "info"),
+        # Room coordination through Redis under the configured host name (null: a single node).
+        "redis": {"host": gw.redis_host, "port": config.redis.port} if gw.redis_host else None,
     }
 
 
@@ -151,7 +153,7 @@ class ReferenceStack:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         info = self._prepare_files()
         try:
-            self._spawn_all(worker_bin)
+            self._spawn_all(worker_bin, info, deadline)
             self._wait_healthy(info, deadline)
         except BaseException:
             self.stop()
@@ -172,9 +174,17 @@ class ReferenceStack:
         cfg = self.config
         ports = [("proxy.https_port", cfg.proxy.https_port), ("gateway.port", cfg.gateway.port)]
         ports += [(f"{name}.port", cfg.service(name).port) for name in _enabled_services(cfg)]
+        if cfg.proxy.http_port:
+            ports.append(("proxy.http_port", cfg.proxy.http_port))
+        if cfg.redis.enabled:
+            ports.append(("redis.port", cfg.redis.port))
+        if cfg.turn.enabled:
+            ports.append(("turn.port", cfg.turn.port))  # coturn listens on TCP and UDP
         for key, port in ports:
             if procs.port_in_use(cfg.host, port):
                 raise StackError(f"port {port} ({key}) on {cfg.host} is already in use")
+        if cfg.turn.enabled and procs.port_in_use(cfg.host, cfg.turn.port, udp=True):
+            raise StackError(f"UDP port {cfg.turn.port} (turn.port) on {cfg.host} is already in use")
 
     def _check_prerequisites(self) -> Path:
         for name in _enabled_services(self.config):
@@ -188,27 +198,39 @@ class ReferenceStack:
             raise StackError(f"gateway dependencies not installed in {GATEWAY_DIR} (run scripts/setup.sh)")
         try:
             proxy.nginx_binary()
-        except proxy.ProxyError as exc:
+            infra.check_binaries(self.config)
+        except (proxy.ProxyError, infra.InfraError) as exc:
             raise StackError(str(exc)) from None
         return mediasoup_worker_bin()
 
     def _prepare_files(self) -> StackInfo:
         cfg, state = self.config, self.state_dir
-        certs = ensure_pki(state, cfg.proxy.server_name, [cfg.host])
+        certs = ensure_pki(state, cfg.proxy.server_name, [cfg.host], only_name=cfg.faults.certificate_host)
         ground_truth = state / "groundtruth.jsonl" if cfg.ground_truth else None
         # The gateway appends: a previous run's facts must not mix with this run's.
         (state / "groundtruth.jsonl").unlink(missing_ok=True)
         (state / "stack.json").write_text(json.dumps(stack_config_to_doc(cfg), indent=2) + "\n")
         (state / "gateway.json").write_text(json.dumps(gateway_json(cfg, ground_truth), indent=2) + "\n")
         proxy.write_config(
-            state, certs, cfg.host, cfg.proxy.https_port, cfg.proxy.server_name, cfg.gateway.port
+            state, certs, cfg.host, cfg.proxy.https_port, cfg.proxy.server_name, cfg.gateway.port,
+            cfg.proxy.http_port,
         )
+        if cfg.turn.enabled:
+            infra.write_turn_config(cfg, state)
         return StackInfo(_target_url(cfg), certs.ca_cert, state, cfg, ground_truth)
 
-    def _spawn_all(self, worker_bin: Path) -> None:
+    def _spawn_all(self, worker_bin: Path, info: StackInfo, deadline: float) -> None:
         cfg, state = self.config, self.state_dir
         py_env = dict(os.environ, PYTHONUNBUFFERED="1")
         py_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+        # Redis and TURN first, and ready before the gateway starts: the gateway looks for Redis once,
+        # at start, and stays standalone if it is not there (as the production gateway it models does).
+        if cfg.redis.enabled:
+            self._spawn("redis", infra.redis_argv(cfg, state), dict(os.environ), infra.redis_health_url(cfg))
+        if cfg.turn.enabled:
+            self._spawn("turn", infra.turn_argv(state), dict(os.environ), infra.turn_health_url(cfg))
+        for record in list(self._records):
+            self._wait_one(record, info.ca_cert, deadline)
         for name in _enabled_services(cfg):
             argv = [sys.executable, "-m", f"sut.services.{name}", "--stack-json", str(state / "stack.json")]
             self._spawn(name, argv, py_env, _url(cfg.host, cfg.service(name).port, "/health"))
@@ -240,7 +262,8 @@ class ReferenceStack:
         tmp.replace(self.state_dir / PIDS_FILE)
 
     def _wait_healthy(self, info: StackInfo, deadline: float) -> None:
-        # In start order: services first, then the gateway, then the proxy (whose /health is the gateway's).
+        # In start order: Redis/TURN, services, then the gateway, then the proxy (whose /health is the
+        # gateway's).
         for record in self._records:
             self._wait_one(record, info.ca_cert, deadline)
 

@@ -15,16 +15,21 @@ STAGE_ORDER = ("connect", "stt", "translation", "tts", "e2e")
 def print_stage_table(summary: Any) -> None:
     """The per-stage table every run prints: count and exact percentiles in milliseconds."""
     u = summary.counts
-    print(f"utterances: sent {u.sent}  ok {u.ok}  timeout {u.timeout}  error {u.error}   "
-          f"e2e under {summary.target_ms:.0f} ms: {summary.rates.e2e_under_target:.1%}", file=sys.stderr)
+    print(
+        f"utterances: sent {u.sent}  ok {u.ok}  timeout {u.timeout}  error {u.error}   "
+        f"e2e under {summary.target_ms:.0f} ms: {summary.rates.e2e_under_target:.1%}",
+        file=sys.stderr,
+    )
     print(f"{'stage':<12}{'count':>7}{'p50':>10}{'p95':>10}{'p99':>10}{'max':>10}   (ms)", file=sys.stderr)
     for name in STAGE_ORDER:
         st = summary.stages.get(name)
         if st is None or not st.count:
             print(f"{name:<12}{0:>7}{'–':>10}{'–':>10}{'–':>10}{'–':>10}", file=sys.stderr)
             continue
-        print(f"{name:<12}{st.count:>7}{st.p50:>10.1f}{st.p95:>10.1f}{st.p99:>10.1f}{st.max:>10.1f}",
-              file=sys.stderr)
+        print(
+            f"{name:<12}{st.count:>7}{st.p50:>10.1f}{st.p95:>10.1f}{st.p99:>10.1f}{st.max:>10.1f}",
+            file=sys.stderr,
+        )
 
 
 def report_run(run_dir: Path, cfg: Any = None, partial: bool = False) -> int:

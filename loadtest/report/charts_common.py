@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless; must precede pyplot
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from loadtest.report.model import ChartFile  # noqa: E402
@@ -50,8 +51,10 @@ def style() -> contextlib.AbstractContextManager[None]:
     return matplotlib.rc_context(RC)  # type: ignore[arg-type]  # stubs want literal rc keys
 
 
-def new_figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = FIGSIZE) -> tuple[Figure, Any]:
-    return plt.subplots(nrows, ncols, figsize=figsize, dpi=DPI, layout="constrained")
+def new_figure(
+    nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = FIGSIZE, **kwargs: Any
+) -> tuple[Figure, Any]:
+    return plt.subplots(nrows, ncols, figsize=figsize, dpi=DPI, layout="constrained", **kwargs)
 
 
 def save(fig: Figure, out_dir: Path, name: str, title: str, caption: str) -> ChartFile:
@@ -85,3 +88,44 @@ def no_data(ax: Any, text: str = "no data") -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=14, color="#777777")
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+POINT_COLOR = "#3b5b92"
+FAIL_STYLES = {"timeout": ("#ff9800", "timeout (no e2e)"), "error": ("#d62728", "error")}
+MARKER_MAX_POINTS = 30  # lines with at most this many points get a marker on each (sparse runs)
+
+
+def time_unit(span_s: float) -> tuple[float, str]:
+    """Divisor and unit for a time axis: seconds for short runs, minutes/hours for long ones."""
+    if span_s <= 1800:
+        return 1.0, "s"
+    if span_s <= 48 * 3600:
+        return 60.0, "min"
+    return 3600.0, "h"
+
+
+def fmt_span(seconds: float) -> str:
+    """A bin width for labels: 5 s, 15 min, 6 h."""
+    if seconds < 60:
+        return f"{seconds:g} s"
+    if seconds < 3600:
+        return f"{seconds / 60:g} min"
+    return f"{seconds / 3600:g} h"
+
+
+def point_style(n: int) -> dict[str, Any]:
+    """Scatter style by point count: a handful of utterances must read as points, 4000 as a haze."""
+    if n <= 100:
+        return {"s": 28, "alpha": 0.85, "edgecolors": "white", "linewidths": 0.6}
+    if n <= 1000:
+        return {"s": 10, "alpha": 0.6, "linewidths": 0}
+    return {"s": 3, "alpha": 0.35, "linewidths": 0, "rasterized": True}  # one bitmap in the SVG
+
+
+def line_through(ax: Any, x: np.ndarray, y: np.ndarray, **kwargs: Any) -> Any:
+    """Plot only the finite points, joined: empty bins would otherwise cut a line into invisible pieces."""
+    keep = np.isfinite(x) & np.isfinite(y)
+    if keep.sum() <= MARKER_MAX_POINTS:
+        kwargs.setdefault("marker", "o")
+        kwargs.setdefault("markersize", 4)
+    return ax.plot(x[keep], y[keep], **kwargs)[0]

@@ -18,6 +18,7 @@ from loadtest.report.charts_common import (
     save,
     style,
 )
+from loadtest.report.compare import stage_call
 from loadtest.report.model import BUDGET_BANDS, STAGES, ChartFile, Comparison
 from loadtest.report.stats import clean_sorted
 
@@ -62,7 +63,7 @@ def _compare_cdfs(
                     label=f"{label} (n={x.size:,})",
                 )
         st = next(s for s in cmp.stages if s.stage == stage)
-        flag = " REGRESSION" if st.regression else (" improved" if st.improvement else "")
+        flag = f" {stage_call(st)}".rstrip()
         ax.set_title(f"{stage}{flag}", color=TARGET_COLOR if st.regression else "black")
         ax.axhline(95, color="#999999", lw=0.8, ls=":")
         if stage == "e2e":

@@ -40,6 +40,16 @@ def _usage_error(parser: argparse.ArgumentParser) -> Callable[[str], NoReturn]:
 def _add(subparsers: argparse._SubParsersAction, name: str, **kwargs: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(name, **kwargs)
     parser.error = _usage_error(parser)  # type: ignore[method-assign]  # argparse exits 2 = "regression"
+    parse = parser.parse_known_args
+
+    def parse_known_args(args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+        # An unknown option would travel up to the top-level parser, whose error exits 2: reject it here.
+        ns, extras = parse(args, namespace)
+        if extras:
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        return ns, extras
+
+    parser.parse_known_args = parse_known_args  # type: ignore[method-assign,assignment]
     return parser
 
 
@@ -94,14 +104,59 @@ def add_report_commands(
     p.set_defaults(func=cmd_compare)
 
     p = _add(
-        subparsers, "nightly", help="run into HISTORY/<timestamp>, report, compare with the last good run"
+        subparsers,
+        "nightly",
+        help="run into HISTORY/<timestamp>, report, compare with the last good run",
+        usage="%(prog)s --history DIR [nightly options] [--] [run options ...]",
+        epilog="Run options (those of `loadtest run`, except --out) follow the nightly's own options, "
+        "optionally after `--`; the first option nightly does not know starts them.",
     )
     p.add_argument("--history", type=Path, required=True, metavar="DIR")
-    p.add_argument("--config", type=Path, metavar="RUN_TOML", help="read [report] thresholds/target_ms")
+    p.add_argument(
+        "--config", type=Path, metavar="RUN_TOML", help="run config: passed to the run, budget read from it"
+    )
     _threshold_options(p)
     _tolerance_options(p)
-    p.add_argument("run_args", nargs=argparse.REMAINDER, help="after --: options passed to the run")
-    p.set_defaults(func=cmd_nightly, run_factory=run_factory)
+    p.set_defaults(func=cmd_nightly, run_factory=run_factory, run_args=[])
+    _pass_through_run_args(p)
+
+
+def split_run_args(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], list[str]]:
+    """(nightly's own arguments, the run's): the run's start at `--` or at the first option not nightly's.
+
+    `loadtest nightly --history H --callers 2` and `loadtest nightly --history H -- --callers 2` are the
+    same. The split is positional, so an option both could take (--config) belongs to nightly when it
+    comes first; nightly passes --config on to the run anyway.
+    """
+    own_options = parser._option_string_actions  # noqa: SLF001 - argparse's own table of option strings
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token == "--":
+            return argv[:i], argv[i + 1 :]
+        action = own_options.get(token.split("=", 1)[0])
+        if action is None:
+            return argv[:i], argv[i:]
+        takes_value = action.nargs != 0 and "=" not in token
+        i += 2 if takes_value else 1
+    return argv, []
+
+
+def _pass_through_run_args(parser: argparse.ArgumentParser) -> None:
+    """Make the run options reach `args.run_args` instead of being "unrecognized" (argparse exit 2).
+
+    The top-level parser hands a subcommand everything after its name through parse_known_args; the
+    nightly parser parses only its own part and keeps the rest for the run.
+    """
+    parse = parser.parse_known_args
+
+    def parse_known_args(args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+        own, run = split_run_args(parser, list(sys.argv[1:] if args is None else args))
+        ns, extras = parse(own, namespace)
+        ns.run_args = run
+        return ns, extras
+
+    parser.parse_known_args = parse_known_args  # type: ignore[method-assign,assignment]
 
 
 def _resolve_budget(args: argparse.Namespace) -> tuple[list[str] | None, float, RunMetadata | None]:
@@ -164,6 +219,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from loadtest.report.compare import few_samples_warning, stage_call
     from loadtest.report.report import build_comparison
 
     for d in (args.baseline_dir, args.candidate_dir):
@@ -179,17 +235,38 @@ def cmd_compare(args: argparse.Namespace) -> int:
     assert res.comparison is not None
     for st in res.comparison.stages:
         p95 = next(q for q in st.quantiles if q.q == "p95")
-        flag = "REGRESSION" if st.regression else ("improved" if st.improvement else "")
+        flag = stage_call(st)
         change = f"{p95.baseline:9.1f} -> {p95.candidate:9.1f} ms ({p95.delta_pct:+.1f} %)"
         print(f"  {st.stage:12s} p95 {change} {flag}")
+    warning = few_samples_warning(res.comparison)
+    if warning:
+        print(f"  warning: {warning}")
     print(f"exit {res.exit_code}\ncomparison: {res.html_path}")
     return res.exit_code
 
 
-def default_run_factory(run_args: list[str]) -> Callable[[Path], int]:
-    """loadtest.runner.run_from_args(argv, out_dir) -> exit code, bound to the pass-through arguments."""
-    from loadtest.runner import run_from_args  # type: ignore[attr-defined,unused-ignore]  # run side's to add
+class RunArgsError(ValueError):
+    """The pass-through run options do not parse: a usage error (exit 4), found before anything runs."""
 
+
+def check_run_args(run_args: list[str]) -> None:
+    """Parse the run options with `loadtest run`'s own parser, so a typo fails now, not mid-nightly."""
+    if any(a == "--out" or a.startswith("--out=") for a in run_args):
+        raise RunArgsError("--out is not a run option here: nightly runs into HISTORY/<timestamp>/")
+    from loadtest.cli import make_parser  # the run verb's parser: the one source of its options
+
+    parser = make_parser()
+    try:
+        parser.parse_args(["run", *run_args, "--out", "-"])
+    except SystemExit as exc:  # argparse has printed its message
+        raise RunArgsError(f"bad run options: {' '.join(run_args)}") from exc
+
+
+def default_run_factory(run_args: list[str]) -> Callable[[Path], int]:
+    """loadtest.runner.run_from_args(argv, out_dir) -> exit code, bound to the checked run options."""
+    from loadtest.runner import run_from_args
+
+    check_run_args(run_args)
     return lambda run_dir: run_from_args(list(run_args), run_dir)
 
 
@@ -202,13 +279,14 @@ def cmd_nightly(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     run_args = list(args.run_args or [])
-    if run_args[:1] == ["--"]:
-        run_args = run_args[1:]
     if args.config and "--config" not in run_args:
         run_args = ["--config", str(args.config), *run_args]  # one config drives both the run and its budget
     factory: RunFactory = args.run_factory or default_run_factory
     try:
         run_fn = factory(run_args)
+    except RunArgsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except ImportError as exc:
         print(
             "error: nightly needs a run function: loadtest.runner.run_from_args(argv, out_dir) -> int "

@@ -3,7 +3,9 @@
 The decisive test is the bootstrap CI of the p95 difference (candidate - baseline): a p95 regression is a
 tail effect a rank test can miss. Mann-Whitney U (one-sided, candidate slower) is reported beside it as a
 whole-distribution check. A regression needs all three: the 95 % CI of the p95 difference entirely above
-zero, the p95 worse by more than tolerance_pct, and worse by more than tolerance_ms.
+zero, the p95 worse by more than tolerance_pct, and worse by more than tolerance_ms -- and at least
+MIN_COMPARE_SAMPLES on each side: below that a p95 is the sample maximum and its bootstrap CI is too
+narrow (with one value per side it is a single point), so a short run would "regress" by chance.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from loadtest.report.stats import (
 )
 
 NAN = float("nan")
+MIN_COMPARE_SAMPLES = 20  # per side and stage, to call a regression (or an improvement) at all
 
 
 class CompareError(RuntimeError):
@@ -69,10 +72,12 @@ def compare_stage(
     mw_p = NAN
     if b.size and c.size:
         mw_p = float(mannwhitneyu(c, b, alternative="greater").pvalue)
-    significant = bool(p95.delta_ci.low > 0)
+    enough = min(b.size, c.size) >= MIN_COMPARE_SAMPLES
+    significant = enough and bool(p95.delta_ci.low > 0)
     beyond = _beyond(p95.delta_pct, tolerance_pct) and p95.delta_ms > tolerance_ms
     better = (
-        bool(p95.delta_ci.high < 0)
+        enough
+        and bool(p95.delta_ci.high < 0)
         and _beyond(-p95.delta_pct, tolerance_pct)
         and -p95.delta_ms > tolerance_ms
     )
@@ -85,6 +90,33 @@ def compare_stage(
         significant=significant,
         regression=significant and beyond,
         improvement=better,
+        enough_samples=enough,
+    )
+
+
+def stage_call(st: StageComparison, none: str = "") -> str:
+    """The one-word outcome shown in tables and chart titles."""
+    if st.regression:
+        return "REGRESSION"
+    if st.improvement:
+        return "improved"
+    if not st.enough_samples and st.baseline_count and st.candidate_count:
+        return f"too few samples (< {MIN_COMPARE_SAMPLES})"
+    return none
+
+
+def few_samples_warning(cmp: Comparison) -> str | None:
+    """A warning naming the stages a comparison could not judge for lack of samples."""
+    few = [
+        f"{st.stage} ({st.baseline_count} vs {st.candidate_count})"
+        for st in cmp.stages
+        if not st.enough_samples and st.baseline_count and st.candidate_count
+    ]
+    if not few:
+        return None
+    return (
+        f"too few samples to call a regression (< {MIN_COMPARE_SAMPLES} per side): {', '.join(few)}; "
+        "run longer or with more callers for the nightly comparison to mean anything"
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from loadtest.report.compare import stage_call
 from loadtest.report.html_common import (
     card,
     ci,
@@ -135,7 +136,7 @@ def comparison_section(cmp: Comparison, charts: list[ChartFile]) -> str:
     for st in cmp.stages:
         q = {d.q: d for d in st.quantiles}
         p95 = q["p95"]
-        call = "REGRESSION" if st.regression else ("improved" if st.improvement else "—")
+        call = stage_call(st, none="—")
         rows.append(
             (
                 e(st.stage),

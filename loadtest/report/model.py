@@ -162,6 +162,7 @@ class StageComparison:
     significant: bool  # the 95 % CI of the p95 difference lies entirely above zero
     regression: bool  # significant AND beyond both tolerances
     improvement: bool  # mirror image, for the report only
+    enough_samples: bool = True  # both sides have MIN_COMPARE_SAMPLES; else never a regression
 
 
 @dataclass(frozen=True)

@@ -131,7 +131,8 @@ def _call_run(run_fn: RunFn, run_dir: Path) -> int:
     """run_fn's exit code; an exception becomes a failed run with its marker (never a crashed nightly)."""
     try:
         return int(run_fn(run_dir))
-    except Exception as exc:  # noqa: BLE001 - any failure of the run is a result to record
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure of the run is a result to record
+        # SystemExit too: a run that exits (argparse's exit 2) must not end the nightly with "regression".
         log.error("nightly run failed: %s", exc)
         marker = run_dir / RUN_FAILED_FILE
         if not marker.exists():

@@ -13,7 +13,7 @@ from loadtest.report import serialize
 from loadtest.report.aggregate import summarise
 from loadtest.report.charts import render_run_charts
 from loadtest.report.charts_compare import compare_charts
-from loadtest.report.compare import CompareError, compare_runs
+from loadtest.report.compare import CompareError, compare_runs, few_samples_warning
 from loadtest.report.html import render_report
 from loadtest.report.html_compare import render_compare
 from loadtest.report.io import LoadedSamples, load_samples, normalise, read_run_failed, write_csv, write_json
@@ -112,6 +112,8 @@ def build_report(
             summary.warnings.append(f"baseline not usable, no comparison made: {exc}")
         else:
             summary.comparison = cmp
+            if warning := few_samples_warning(cmp):
+                summary.warnings.append(warning)
             if charts:
                 compare_files = compare_charts(charts_dir, cmp, base_values, agg.values, target_ms)
             write_json(out / COMPARE_FILE, serialize.comparison(cmp))

@@ -108,6 +108,7 @@ def stage_comparison(s: StageComparison) -> dict[str, Any]:
         "significant": s.significant,
         "regression": s.regression,
         "improvement": s.improvement,
+        "enough_samples": s.enough_samples,
     }
 
 

@@ -95,13 +95,3 @@ def grouped_quantiles(
         b = v[base + hi]
         out[has, j] = a + frac * (b - a)
     return counts, out
-
-
-def grouped_means(codes: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
-    v = np.asarray(values, dtype=np.float64)
-    c = np.asarray(codes, dtype=np.int64)
-    keep = np.isfinite(v) & (c >= 0)
-    sums = np.bincount(c[keep], weights=v[keep], minlength=n_groups)[:n_groups]
-    counts = np.bincount(c[keep], minlength=n_groups)[:n_groups]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)

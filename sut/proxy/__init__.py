@@ -31,10 +31,31 @@ def _socket_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _http_redirect_server(host: str, http_port: int, https_port: int, server_name: str) -> str:
+    if not http_port:
+        return ""
+    # Plain HTTP answers nothing but a permanent redirect to the same host on the HTTPS port.
+    return (
+        "\n    server {\n"
+        f"        listen {_socket_address(host, http_port)};\n"
+        f"        server_name {server_name};\n"
+        f"        return 301 https://$host:{https_port}$request_uri;\n"
+        "    }\n"
+    )
+
+
 def render_config(
-    state_dir: Path, certs: CertPaths, host: str, https_port: int, server_name: str, upstream_port: int
+    state_dir: Path,
+    certs: CertPaths,
+    host: str,
+    https_port: int,
+    server_name: str,
+    upstream_port: int,
+    http_port: int = 0,
 ) -> str:
-    """nginx.conf text: HTTPS on host:https_port only, everything proxied to the gateway (with upgrade)."""
+    """nginx.conf text: HTTPS on host:https_port, everything proxied to the gateway (with upgrade), a
+    stand-in frontend page at / and stub_status at /nginx_status; with `http_port`, a plain-HTTP
+    listener that redirects to HTTPS."""
     # As root, nginx would drop its workers to `nobody`, which could not write our temp dirs: keep the
     # user we run as (the whole stack runs as one user anyway).
     user = f"user {getpass.getuser()};" if os.geteuid() == 0 else ""
@@ -46,16 +67,23 @@ def render_config(
         server_cert=str(certs.server_cert),
         server_key=str(certs.server_key),
         upstream=_socket_address(host, upstream_port),
+        http_redirect_server=_http_redirect_server(host, http_port, https_port, server_name),
     )
 
 
 def write_config(
-    state_dir: Path, certs: CertPaths, host: str, https_port: int, server_name: str, upstream_port: int
+    state_dir: Path,
+    certs: CertPaths,
+    host: str,
+    https_port: int,
+    server_name: str,
+    upstream_port: int,
+    http_port: int = 0,
 ) -> Path:
     for name in TEMP_DIRS:
         (state_dir / "nginx-temp" / name).mkdir(parents=True, exist_ok=True)
     path = state_dir / "nginx.conf"
-    path.write_text(render_config(state_dir, certs, host, https_port, server_name, upstream_port))
+    path.write_text(render_config(state_dir, certs, host, https_port, server_name, upstream_port, http_port))
     return path
 
 

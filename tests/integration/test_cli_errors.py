@@ -24,8 +24,8 @@ def loadtest(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[st
     )
 
 
-def assert_clean_failure(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
-    assert proc.returncode == 3, (proc.returncode, proc.stderr)
+def assert_clean_failure(proc: subprocess.CompletedProcess[str], *needles: str, code: int = 3) -> str:
+    assert proc.returncode == code, (proc.returncode, proc.stderr)
     assert "Traceback" not in proc.stderr, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("loadtest: error:")]
     assert len(errors) == 1, proc.stderr
@@ -68,7 +68,7 @@ def test_unknown_profile_key(tmp_path: Path) -> None:
     proc = loadtest(
         "run", "--target", "https://127.0.0.1:9", "--profile", str(profile), "--out", str(tmp_path / "run")
     )
-    assert_clean_failure(proc, "ack.ok_pth")
+    assert_clean_failure(proc, "ack.ok_pth", code=4)
 
 
 def test_missing_fixture(tmp_path: Path) -> None:
@@ -81,11 +81,11 @@ def test_missing_fixture(tmp_path: Path) -> None:
     proc = loadtest(
         "run", "--target", "https://127.0.0.1:9", "--fixtures", str(manifest), "--out", str(tmp_path / "run")
     )
-    assert_clean_failure(proc, "ghost", "does-not-exist.wav")
+    assert_clean_failure(proc, "ghost", "does-not-exist.wav", code=4)
 
 
 def test_unknown_run_config_key(tmp_path: Path) -> None:
     config = tmp_path / "run.toml"
     config.write_text("[scenario]\ncalers = 2\n")
     proc = loadtest("run", "--config", str(config), "--out", str(tmp_path / "run"))
-    assert_clean_failure(proc, "scenario.calers")
+    assert_clean_failure(proc, "scenario.calers", code=4)

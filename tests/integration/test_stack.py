@@ -63,7 +63,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[StackInfo,
 def test_health_through_the_proxy_verifies_against_the_generated_ca(stack) -> None:
     info, records = stack
     assert info.target_url == "https://localhost:8593"
-    assert sorted(r.name for r in records) == ["gateway", "proxy", "stt", "translation", "tts"]
+    assert sorted(r.name for r in records) == [
+        "gateway", "proxy", "redis", "stt", "translation", "tts", "turn"]
     status, body = https_get(f"{info.target_url}/health", info.ca_cert)
     assert status == 200
     assert json.loads(body)["status"] == "ok"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from loadtest.report.compare import compare_stage, compare_values
+from loadtest.report.compare import MIN_COMPARE_SAMPLES, compare_stage, compare_values, stage_call
 
 pytestmark = pytest.mark.unit
 
@@ -60,3 +60,23 @@ def test_improvement_and_missing_stage() -> None:
     assert out["e2e"].mannwhitney_p > 0.5  # one-sided "candidate slower" test
     assert not out["stt"].regression and np.isnan(out["stt"].mannwhitney_p)
     assert out["connect"].candidate_count == 0
+
+
+def test_too_few_samples_never_make_a_regression() -> None:
+    # What two 1-caller nightlies look like: 2 utterances and 1 connect each, every candidate value slower.
+    # The bootstrap CI of a 2-value p95 lies above 0 whenever all candidates beat all baselines (1 in 6
+    # by chance); with one value per side it is a single point. Neither is evidence.
+    base = {"e2e": np.array([900.0, 950.0]), "connect": np.array([100.0])}
+    cand = {"e2e": np.array([1100.0, 1200.0]), "connect": np.array([160.0])}
+    out = {s.stage: s for s in compare_values(base, cand, resamples=RESAMPLES)}
+    for stage in ("e2e", "connect"):
+        assert not out[stage].enough_samples and not out[stage].regression and not out[stage].significant
+        assert stage_call(out[stage]).startswith("too few samples")
+    assert out["e2e"].quantiles[1].delta_ms == pytest.approx(250.0 - 2.5)  # the figures are still reported
+
+
+def test_twenty_samples_a_side_are_judged() -> None:
+    rng = np.random.default_rng(9)
+    base = rng.normal(900.0, 20.0, MIN_COMPARE_SAMPLES)
+    st = compare_stage("e2e", base, base + 400.0, np.random.default_rng(0), resamples=RESAMPLES)
+    assert st.enough_samples and st.regression and stage_call(st) == "REGRESSION"

@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.report.commands import EXIT_USAGE, add_report_commands
+from loadtest.report.commands import (
+    EXIT_USAGE,
+    RunArgsError,
+    add_report_commands,
+    check_run_args,
+    default_run_factory,
+    split_run_args,
+)
 from loadtest.report.nightly import load_index, nightly
 from loadtest.report.synthetic import SyntheticSpec, make_samples, write_run
 
@@ -121,6 +128,8 @@ def test_cli_report_and_compare(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "e2e.p95 <" in capsys.readouterr().err
     assert _main(["report", str(tmp_path / "missing")]) == EXIT_USAGE
     assert _main(["report"]) == EXIT_USAGE  # argparse's own error, not 2 (= regression)
+    assert _main(["report", str(base), "--bogus"]) == EXIT_USAGE  # not the top-level parser's exit 2
+    assert _main(["compare", str(base), str(cand), "--bogus"]) == EXIT_USAGE
     assert _main(["compare", str(base), str(cand), "--out", str(tmp_path / "cmp")]) == 2
     assert (tmp_path / "cmp" / "compare.html").is_file()
     assert _main(["compare", str(base), str(base), "--out", str(tmp_path / "same")]) == 0
@@ -129,18 +138,74 @@ def test_cli_report_and_compare(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert _main(["compare", str(base), str(empty)]) == 3
 
 
-def test_cli_nightly_passes_run_args(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "tail",
+    [
+        ["--", "--callers", "3", "--port-offset", "520"],
+        ["--callers", "3", "--port-offset", "520"],  # no `--`: the first option nightly does not know
+    ],
+)
+def test_cli_nightly_passes_run_args(tmp_path: Path, tail: list[str]) -> None:
     seen: list[list[str]] = []
 
     def factory(argv: list[str]) -> Callable[[Path], int]:
         seen.append(argv)
         return fake_run()
 
+    hist = tmp_path / "h"
     rc = _main(
-        ["nightly", "--history", str(tmp_path / "h"), "-t", "e2e.p95 < 5000", "--", "--callers", "3"], factory
+        ["nightly", "--history", str(hist), "-t", "e2e.p95 < 5000", "--tolerance-pct", "3", *tail], factory
     )
-    assert rc == 0 and seen == [["--callers", "3"]]
-    assert len(load_index(tmp_path / "h")) == 1
+    assert rc == 0 and seen == [["--callers", "3", "--port-offset", "520"]]
+    assert len(load_index(hist)) == 1
+
+
+def test_cli_nightly_hands_its_config_to_the_run(tmp_path: Path) -> None:
+    seen: list[list[str]] = []
+    config = tmp_path / "run.toml"
+    config.write_text('[thresholds]\nrules = ["e2e.p95 < 5000"]\n')
+
+    def factory(argv: list[str]) -> Callable[[Path], int]:
+        seen.append(argv)
+        return fake_run()
+
+    assert (
+        _main(
+            ["nightly", "--history", str(tmp_path / "h"), "--config", str(config), "--callers", "2"], factory
+        )
+        == 0
+    )
+    assert seen == [["--config", str(config), "--callers", "2"]]
+
+
+def test_split_run_args_stops_at_the_first_foreign_option() -> None:
+    subparsers = argparse.ArgumentParser(prog="loadtest").add_subparsers()
+    add_report_commands(subparsers)
+    nightly_parser = subparsers.choices["nightly"]
+    own, run = split_run_args(nightly_parser, ["--history=h", "-t", "x < 1", "--duration", "20", "-t", "y"])
+    assert own == ["--history=h", "-t", "x < 1"] and run == ["--duration", "20", "-t", "y"]
+    assert split_run_args(nightly_parser, ["--history", "h", "--", "--config", "c"]) == (
+        ["--history", "h"],
+        ["--config", "c"],
+    )
+
+
+@pytest.mark.parametrize("run_args", [["--bogus"], ["--callers", "two"], ["--out", "elsewhere"]])
+def test_bad_run_options_are_usage_errors_before_anything_runs(tmp_path: Path, run_args: list[str]) -> None:
+    with pytest.raises(RunArgsError):
+        check_run_args(run_args)
+    hist = tmp_path / "h"
+    assert _main(["nightly", "--history", str(hist), *run_args], default_run_factory) == EXIT_USAGE
+    assert load_index(hist) == []  # nothing ran, nothing recorded
+    check_run_args(["--callers", "2", "--duration", "20", "--port-offset", "520"])  # the good ones pass
+
+
+def test_a_run_that_exits_is_a_failed_run(tmp_path: Path) -> None:
+    def run(run_dir: Path) -> int:
+        raise SystemExit(2)  # e.g. argparse inside the run: must not surface as 2 (= regression)
+
+    res = nightly(tmp_path, run, BUDGET, charts=False)
+    assert res.exit_code == 3 and (res.run_dir / "run-failed.json").is_file()
 
 
 def test_cli_nightly_without_runner_is_a_clear_error(

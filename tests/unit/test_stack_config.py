@@ -10,7 +10,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from sut import proxy
+from sut import infra, proxy
 from sut.config import StackConfigError, load_stack_config, stack_config_to_doc
 from sut.pki import ensure_pki
 from sut.procs import port_in_use, tail
@@ -41,7 +41,14 @@ def write(tmp_path: Path, text: str, name: str = "stack.toml") -> Path:
         (MINIMAL + "[faults]\nnetwork_down = true\n", "faults.network_down"),
         ('[stack]\nhost = "0.0.0.0"\n', "stack.host"),
         ("[stack]\nport = 1\n", "stack.port"),
-        (MINIMAL + "[redis]\nurl = 1\n", "[redis]"),
+        (MINIMAL + "[kafka]\nurl = 1\n", "[kafka]"),
+        (MINIMAL + "[redis]\nurl = 1\n", "redis.url"),
+        (MINIMAL + '[redis]\nport = "6379"\n', "redis.port"),
+        (MINIMAL + "[turn]\nrelay_min_port = 50100\nrelay_max_port = 50000\n", "turn.relay_min_port"),
+        (MINIMAL + '[turn]\nenabled = true\ncredential = ""\n', "turn.credential"),
+        ("turn = 3\n" + MINIMAL, "[turn]"),
+        (MINIMAL + "[gateway]\nredis_host = 1\n", "gateway.redis_host"),
+        (MINIMAL + "[faults]\ncertificate_host = true\n", "faults.certificate_host"),
     ],
 )
 def test_config_errors_name_the_key(tmp_path: Path, text: str, key: str) -> None:
@@ -143,3 +150,61 @@ def test_start_refuses_a_taken_port_naming_it(tmp_path: Path) -> None:
         with pytest.raises(StackError, match=r"port 3180 \(gateway.port\) on 127.0.0.1 is already in use"):
             ReferenceStack(config, tmp_path / "state").start()
     assert not (tmp_path / "state").exists(), "nothing may be written before the checks pass"
+
+
+def test_turn_redis_and_http_ports_shift_with_the_offset(tmp_path: Path) -> None:
+    text = MINIMAL + "[proxy]\nhttp_port = 8080\n[turn]\nenabled = true\n[redis]\nenabled = true\n"
+    config = load_stack_config(write(tmp_path, text)).with_port_offset(20)
+    assert config.proxy.http_port == 8100
+    assert (config.turn.port, config.turn.relay_min_port, config.turn.relay_max_port) == (3498, 50200, 50299)
+    assert config.redis.port == 6399
+    none = load_stack_config(write(tmp_path, MINIMAL)).with_port_offset(20)
+    assert none.proxy.http_port == 0  # no redirect listener stays none
+    path = write(tmp_path, json.dumps(stack_config_to_doc(config)), "stack.json")
+    assert load_stack_config(path) == config
+
+
+def test_defaults_keep_turn_redis_and_redirect_off(tmp_path: Path) -> None:
+    config = load_stack_config(write(tmp_path, MINIMAL))
+    assert not config.turn.enabled and not config.redis.enabled and config.proxy.http_port == 0
+    assert config.gateway.redis_host == "" and gateway_json(config, None)["redis"] is None
+
+
+def test_gateway_is_told_the_configured_redis_name(tmp_path: Path) -> None:
+    config = load_stack_config("broken-redis-host").with_port_offset(3)
+    assert gateway_json(config, None)["redis"] == {"host": "redis_gateway", "port": 6402}
+    assert gateway_json(load_stack_config("default"), None)["redis"] == {"host": "localhost", "port": 6399}
+
+
+def test_turn_config_is_loopback_only_and_private(tmp_path: Path) -> None:
+    config = load_stack_config("broken-turn-auth")
+    text = infra.turn_config_text(config, tmp_path)
+    for line in ("listening-ip=127.0.0.1", "relay-ip=127.0.0.1", "listening-port=3478", "min-port=50000",
+                 "max-port=50099", "lt-cred-mech", "allow-loopback-peers", "no-cli", "realm=speechload",
+                 "user=speechload:rotated-secret"):  # the server accepts the rotated secret only
+        assert line in text.splitlines(), line
+    assert "external-ip" not in text and "/var/" not in text
+    path = infra.write_turn_config(config, tmp_path)
+    assert path.stat().st_mode & 0o077 == 0, "the TURN password must not be readable by others"
+    argv = infra.redis_argv(load_stack_config("default"), tmp_path)
+    assert argv[1:5] == ["--bind", "127.0.0.1", "--port", "6399"] and "--save" in argv
+
+
+def test_misissued_certificate_names_only_the_wrong_host(tmp_path: Path) -> None:
+    certs = ensure_pki(tmp_path, "localhost", ["127.0.0.1"], only_name="gateway.other.example")
+    server = x509.load_pem_x509_certificate(certs.server_cert.read_bytes())
+    san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["gateway.other.example"]
+    assert san.get_values_for_type(x509.IPAddress) == []
+    server.verify_directly_issued_by(x509.load_pem_x509_certificate(certs.ca_cert.read_bytes()))
+
+
+def test_nginx_redirects_http_and_serves_frontend_and_status(tmp_path: Path) -> None:
+    certs = ensure_pki(tmp_path, "localhost", [])
+    text = proxy.render_config(tmp_path, certs, "127.0.0.1", 8443, "localhost", 3000, http_port=8080)
+    assert "listen 127.0.0.1:8080;" in text
+    assert "return 301 https://$host:8443$request_uri;" in text
+    assert "location = /nginx_status" in text and "stub_status;" in text and "deny all;" in text
+    assert "location = / {" in text
+    assert "listen 127.0.0.1:8080" not in proxy.render_config(tmp_path, certs, "127.0.0.1", 8443, "localhost",
+                                                               3000)

@@ -23,6 +23,7 @@ const DEFAULTS = {
   reportErrors: true, // false: a failed utterance just ends, no pipelineError (as many gateways do)
   groundTruthPath: null,
   logLevel: 'info',
+  redis: null, // {host, port}: coordinate rooms across gateway replicas through Redis; null: one node
 };
 
 class ConfigError extends Error {}
@@ -83,6 +84,13 @@ function buildConfig(raw) {
   }
   checkString(cfg, 'groundTruthPath', '', { nullable: true });
   checkString(cfg, 'logLevel', '');
+  if (cfg.redis !== null) {
+    if (typeof cfg.redis !== 'object' || Array.isArray(cfg.redis)) {
+      throw new ConfigError(`'redis' must be {host, port} or null, got ${JSON.stringify(cfg.redis)}`);
+    }
+    checkString(cfg.redis, 'host', 'redis.');
+    checkNumber(cfg.redis, 'port', 'redis.', { min: 1, max: 65535, integer: true });
+  }
   if (cfg.announcedIp === null) cfg.announcedIp = cfg.host;
   return { config: cfg, unknownKeys: unknown };
 }

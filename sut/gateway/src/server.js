@@ -13,6 +13,7 @@ const { Backends } = require('./backends');
 const { warmUpOpus } = require('./inject');
 const { GroundTruth } = require('./groundtruth');
 const { createMetrics, Gauge } = require('./metrics');
+const { Coordination } = require('./coordination');
 const { nowS } = require('./clock');
 
 const log = logger('server');
@@ -35,6 +36,7 @@ class Gateway {
     this.healthCache = null;
     this.http = http.createServer((req, res) => this._onHttp(req, res));
     this.io = new IoServer(this.http, { path: '/socket.io/', serveClient: false });
+    this.coordination = new Coordination({ redis: config.redis, io: this.io });
     this.signaling = null;
   }
 
@@ -47,8 +49,14 @@ class Gateway {
       // Rooms on the dead worker close through their routers' 'close' observers (signaling.js).
       this.healthCache = null;
     };
+    // Before signaling and listening: with Redis, the Socket.IO adapter must be in place first.
+    await this.coordination.start(() => ({
+      rooms: this.signaling ? this.signaling.roomCount : 0,
+      peers: this.signaling ? this.signaling.peerCount : 0,
+    }));
     this.signaling = new Signaling({
       io: this.io,
+      coordination: this.coordination,
       config,
       pool: this.pool,
       backends: this.backends,
@@ -63,6 +71,10 @@ class Gateway {
     r.add(new Gauge('gateway_pipelines', 'Mic producers with a running speech pipeline', () => this._sum((room) => room.sessions.size)));
     r.add(new Gauge('gateway_workers_alive', 'Live mediasoup workers', () => this.pool.status().filter((w) => w.alive).length));
     r.add(new Gauge('gateway_uptime_seconds', 'Seconds since start', () => nowS() - this.startedS));
+    r.add(new Gauge('gateway_redis_connected', 'Redis room coordination connected (1) or not (0: standalone)',
+      () => (this.coordination.connected ? 1 : 0)));
+    r.add(new Gauge('gateway_cluster_nodes', 'Gateway replicas heard from through Redis (0: standalone)',
+      () => this.coordination.liveNodes().length));
     await new Promise((resolve, reject) => {
       this.http.once('error', reject);
       this.http.listen(config.port, config.host, () => {
@@ -71,6 +83,9 @@ class Gateway {
       });
     });
     log.info(`gateway listening on http://${config.host}:${this.http.address().port} (announced media IP ${config.announcedIp})`);
+    // Announce again now that start-up work is done: the pub/sub round trip /health reports is then
+    // Redis's, not the start-up's busy event loop.
+    this.coordination.beat();
   }
 
   /**
@@ -125,6 +140,9 @@ class Gateway {
       peers: this.signaling.peerCount,
       workers: this.pool.status(),
       backends,
+      // Standalone does not make the status "degraded": like the production gateway this models, it
+      // serves on as a single node. This section says so, for audits to read.
+      redis: this.coordination.status(),
     };
   }
 
@@ -133,6 +151,7 @@ class Gateway {
     this.io.close(); // disconnects sockets: peers leave, rooms close
     if (this.signaling) this.signaling.close();
     this.pool.close();
+    await this.coordination.close();
     await new Promise((resolve) => this.http.close(() => resolve()));
     await this.groundTruth.close();
   }

@@ -24,7 +24,7 @@ function requireObject(payload, key, event) {
 }
 
 class Signaling {
-  /** deps: io, config, pool (WorkerPool), backends, groundTruth, metrics */
+  /** deps: io, config, pool (WorkerPool), backends, groundTruth, metrics, coordination (optional) */
   constructor(deps) {
     this.deps = deps;
     this.rooms = new Map(); // roomId → Room
@@ -44,6 +44,7 @@ class Signaling {
         this.rooms.set(roomId, room);
         room.router.observer.on('close', () => this._dropRoom(room));
         log.info(`room ${roomId} created (worker pid ${worker.pid})`);
+        this._announce('room-open', { room: roomId });
         return room;
       })
       .catch((err) => {
@@ -60,6 +61,7 @@ class Signaling {
     this.rooms.delete(room.id);
     this.deps.pool.release(room.worker);
     room.close();
+    this._announce('room-close', { room: room.id });
     // Peers still inside (the worker died): their media is gone, tell them by disconnecting.
     for (const peer of room.peers.values()) peer.socket.disconnect(true);
     log.info(`room ${room.id} closed`);
@@ -163,6 +165,7 @@ class Signaling {
     state.room = room;
     this.peerCount += 1;
     log.info(`peer ${peerId} (${p.role}) joined room ${roomId}`);
+    this._announce('peer-join', { room: roomId, peer: peerId });
     return { rtpCapabilities: room.router.rtpCapabilities, producers: room.producerInfos(peer) };
   }
 
@@ -172,7 +175,13 @@ class Signaling {
     state.room = null;
     state.peer = null;
     this.peerCount -= 1;
+    this._announce('peer-leave', { room: room.id, peer: peer.id });
     if (room.removePeer(peer)) this._dropRoom(room);
+  }
+
+  /** Room and peer changes to the other gateway replicas (through Redis, when coordinated). */
+  _announce(kind, fields) {
+    if (this.deps.coordination) this.deps.coordination.announce(kind, fields);
   }
 
   get roomCount() {

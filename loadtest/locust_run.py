@@ -1,0 +1,100 @@
+"""``loadtest run`` on locust: one headless locust (local, ``--processes``, master or worker) underneath.
+
+Locust is started as a child process: its gevent monkey-patching must not reach this process, which
+may be running the reference stack. Its stats CSVs land in the run directory beside our raw samples.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from loadtest.config import RunConfig
+from loadtest.journal import merge_to_parquet
+from loadtest.runner import RunFailed, Target, new_run_id
+
+LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
+DRAIN_MARGIN_S = 30.0
+
+
+@dataclass(frozen=True)
+class SwarmOptions:
+    spawn_rate: float = 1.0
+    shape: str = "steady"
+    step_users: int = 1
+    step_time_s: float = 30.0
+    spike_users: int = 0
+    spike_at_s: float = 20.0
+    spike_time_s: float = 10.0
+    processes: int = 0  # 0: one process; N: locust --processes N; -1: one per core
+    master: bool = False
+    expect_workers: int = 1
+    worker: bool = False
+    master_host: str = "127.0.0.1"
+
+
+def locust_command(
+    cfg: RunConfig, target: Target, run_dir: Path, swarm: SwarmOptions, run_id: str
+) -> list[str]:
+    s = cfg.scenario
+    cmd = [
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", target.url,
+        "--run-dir", str(run_dir), "--run-id", run_id, "--signaling-profile", cfg.target.profile,
+        "--fixtures", s.fixtures, "--interval", str(s.utterance_interval_s),
+        "--response-timeout", str(s.response_timeout_s), "--connect-timeout", str(s.connect_timeout_s),
+        "--source-language", s.source_language, "--target-language", s.target_language,
+        "--ice-address", ",".join(cfg.target.ice_addresses), "--only-summary", "--loglevel", "WARNING",
+    ]
+    if s.fixture_ids:
+        cmd += ["--fixture-ids", ",".join(s.fixture_ids)]
+    if target.ca_cert:
+        cmd += ["--ca-cert", target.ca_cert]
+    if target.insecure:
+        cmd += ["--insecure"]
+    if swarm.worker:
+        return cmd + ["--worker", "--master-host", swarm.master_host]
+    cmd += ["-u", str(s.callers), "-r", str(swarm.spawn_rate), "-t", f"{int(round(s.duration_s))}s",
+            "--csv", str(run_dir / "locust"), "--shape", swarm.shape,
+            "--step-users", str(swarm.step_users), "--step-time", str(swarm.step_time_s),
+            "--spike-users", str(swarm.spike_users), "--spike-at", str(swarm.spike_at_s),
+            "--spike-time", str(swarm.spike_time_s)]
+    if swarm.master:
+        cmd += ["--master", "--expect-workers", str(swarm.expect_workers)]
+    elif swarm.processes:
+        cmd += ["--processes", str(swarm.processes)]
+    return cmd
+
+
+def execute_swarm(cfg: RunConfig, target: Target, run_dir: Path, swarm: SwarmOptions) -> int:
+    """Run locust to completion, then merge every process's raw samples; returns utterances merged."""
+    run_id = new_run_id()
+    (run_dir / "run.json").write_text(json.dumps(
+        {"run_id": run_id, "engine": "locust", "target": target.url, "insecure_tls": target.insecure,
+         "callers": cfg.scenario.callers, "duration_s": cfg.scenario.duration_s, "shape": swarm.shape,
+         "processes": swarm.processes, "role": "worker" if swarm.worker else "master" if swarm.master
+         else "local"}, indent=2) + "\n")
+    cmd = locust_command(cfg, target, run_dir, swarm, run_id)
+    # Bounded: the run time, the drain of the last utterances, start-up, and a margin.
+    limit = cfg.scenario.duration_s + cfg.scenario.response_timeout_s + 10.0 + DRAIN_MARGIN_S
+    if swarm.master or swarm.worker:
+        limit += 600.0  # waiting for the other side of a distributed run
+    proc = subprocess.Popen(cmd)
+    try:
+        code = proc.wait(timeout=limit)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=30)
+        print(f"warning: locust exceeded {limit:.0f} s and was interrupted", file=sys.stderr)
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+        raise
+    merged = merge_to_parquet(run_dir) if not swarm.worker else None
+    if merged is not None and merged.rows == 0:
+        raise RunFailed(f"locust exited with {code} and no utterance was recorded "
+                        f"(see the errors above; locust stats: {run_dir / 'locust_stats.csv'})")
+    return merged.rows if merged is not None else 0

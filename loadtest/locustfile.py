@@ -1,0 +1,227 @@
+"""Locust users that are speech-translation conversations.
+
+    locust -f loadtest/locustfile.py --host https://gateway:443 --ca-cert ca.pem --headless \\
+           -u 10 -r 2 -t 60s --run-dir reports/swarm [--shape step --step-users 2 --step-time 30]
+
+Each user is one conversation (speaker + listener, one clock) that speaks on a planned timetable until
+the user stops. Each finished utterance fires one locust request per stage (``request_type
+"pipeline"``: connect, stt, translation, tts, e2e); timeouts and errors fire failures naming the
+stage. Exact percentiles come from the raw samples (``--run-dir``/journal, merged by ``loadtest
+report``), not from locust's rounded histograms.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import ssl
+import sys
+from pathlib import Path
+from typing import Any
+
+from locust import LoadTestShape, User, events, task
+from locust.exception import StopUser
+from locust.runners import MasterRunner, WorkerRunner
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # locust -f imports this file by path
+
+from loadtest.fixtures import DEFAULT_MANIFEST, FixtureLibrary  # noqa: E402
+from loadtest.journal import JournalShard  # noqa: E402
+from loadtest.profile import load_profile  # noqa: E402
+from loadtest.runner import Target, new_run_id, ssl_context  # noqa: E402
+from loadtest.shapes import ShapeSpec, target  # noqa: E402
+from loadtest.swarm import (  # noqa: E402
+    DONE_MESSAGE,
+    ROWS_MESSAGE,
+    STOP_MESSAGE,
+    Swarm,
+    SwarmSettings,
+    fire_stage_events,
+)
+from loadtest.webrtc_client import ClientOptions  # noqa: E402
+
+log = logging.getLogger("loadtest.locust")
+SWARM: Swarm | None = None
+MASTER_SHARDS: dict[str, JournalShard] = {}
+MASTER_RECEIVED: dict[str, int] = {}
+MASTER_DONE: dict[str, int] = {}  # worker id -> rows it says it shipped
+_user_ids = itertools.count()
+
+
+@events.init_command_line_parser.add_listener
+def add_options(parser: Any) -> None:
+    group = parser.add_argument_group("speechload")
+    group.add_argument("--run-dir", default="reports/swarm", help="where raw samples are journaled")
+    group.add_argument("--run-id", default="", help="run identifier shared by all processes")
+    group.add_argument("--signaling-profile", default="reference", help="signaling profile name or TOML path")
+    group.add_argument("--ca-cert", default="", help="PEM bundle for the target's certificate")
+    group.add_argument("--insecure", action="store_true", default=False, help="skip certificate checks")
+    group.add_argument("--fixtures", default=str(DEFAULT_MANIFEST), help="fixture manifest")
+    group.add_argument("--fixture-ids", default="", help="comma-separated fixture ids (default: all)")
+    group.add_argument("--interval", type=float, default=9.0, help="planned seconds between utterances")
+    group.add_argument("--response-timeout", type=float, default=10.0, help="seconds to wait per result")
+    group.add_argument("--connect-timeout", type=float, default=15.0, help="seconds to connect a caller")
+    group.add_argument("--ice-address", default="127.0.0.1", help="comma-separated local ICE host addresses")
+    group.add_argument("--source-language", default="en")
+    group.add_argument("--target-language", default="es")
+    group.add_argument("--shape", default="steady", choices=["steady", "step", "spike"])
+    group.add_argument("--step-users", type=int, default=1, help="step shape: users added per step")
+    group.add_argument("--step-time", type=float, default=30.0, help="step shape: seconds per step")
+    group.add_argument("--spike-users", type=int, default=0, help="spike shape: users at the peak")
+    group.add_argument("--spike-at", type=float, default=20.0, help="spike shape: seconds before the spike")
+    group.add_argument("--spike-time", type=float, default=10.0, help="spike shape: seconds of the spike")
+
+
+def _settings(environment: Any) -> SwarmSettings:
+    opts = environment.parsed_options
+    if not environment.host:
+        raise SystemExit("speechload: --host (the gateway URL through its proxy) is required")
+    library = FixtureLibrary(Path(opts.fixtures))
+    fixture_ids = [i for i in opts.fixture_ids.split(",") if i] or library.ids
+    library.require(fixture_ids)
+    tls: ssl.SSLContext | bool = ssl_context(Target(environment.host, opts.ca_cert, opts.insecure))
+    options = ClientOptions(
+        url=environment.host, profile=load_profile(opts.signaling_profile), ssl_context=tls,
+        connect_timeout_s=opts.connect_timeout, request_timeout_s=opts.connect_timeout,
+        response_timeout_s=opts.response_timeout, source_language=opts.source_language,
+        target_language=opts.target_language)
+    return SwarmSettings(
+        options=options, library=library, fixture_ids=fixture_ids, interval_s=opts.interval,
+        run_dir=Path(opts.run_dir), run_id=opts.run_id or new_run_id(),
+        ice_addresses=[a for a in opts.ice_address.split(",") if a],
+        ship_to_master=isinstance(environment.runner, WorkerRunner))
+
+
+@events.init.add_listener
+def on_init(environment: Any, **_kwargs: Any) -> None:
+    """Create the media loop once per tester process (lazily in on_start raced: FACTS.md)."""
+    global SWARM
+    runner = environment.runner
+    if isinstance(runner, MasterRunner):
+        runner.register_message(ROWS_MESSAGE, _on_rows)
+        runner.register_message(DONE_MESSAGE, _on_done)
+        return
+    if runner is None:
+        return
+    fire = environment.events.request.fire
+
+    def ship(batch: list[dict[str, Any]]) -> None:
+        runner.send_message(ROWS_MESSAGE, batch)
+
+    SWARM = Swarm(_settings(environment), lambda row: fire_stage_events(fire, row),
+                  ship if isinstance(runner, WorkerRunner) else None)
+    SWARM.start()
+    if isinstance(runner, WorkerRunner):
+        runner.register_message(STOP_MESSAGE, _on_stop_request)
+
+
+def _on_stop_request(environment: Any, msg: Any, **_kwargs: Any) -> None:
+    """Worker: the master ends the run (headless shapes quit without a stop): stop like a stop would."""
+    import gevent
+
+    gevent.spawn(environment.runner.stop)
+
+
+def _on_rows(environment: Any, msg: Any, **_kwargs: Any) -> None:
+    """Master: journal the rows a worker shipped, one shard per worker."""
+    run_dir = Path(environment.parsed_options.run_dir)
+    shard = MASTER_SHARDS.get(msg.node_id)
+    if shard is None:
+        shard = MASTER_SHARDS[msg.node_id] = JournalShard(run_dir, f"worker-{msg.node_id}")
+    for record in msg.data:
+        shard.append_record(record)
+    MASTER_RECEIVED[msg.node_id] = MASTER_RECEIVED.get(msg.node_id, 0) + len(msg.data)
+
+
+def _on_done(environment: Any, msg: Any, **_kwargs: Any) -> None:
+    MASTER_DONE[msg.node_id] = int(msg.data["rows"])
+    if set(MASTER_DONE) >= set(environment.runner.clients):
+        _workers_done().set()
+
+
+_DONE_EVENT: Any = None
+
+
+def _workers_done() -> Any:
+    global _DONE_EVENT
+    if _DONE_EVENT is None:
+        from gevent.event import Event
+
+        _DONE_EVENT = Event()
+    return _DONE_EVENT
+
+
+@events.test_stop.add_listener
+def on_test_stop(environment: Any, **_kwargs: Any) -> None:
+    """Every utterance already spoken gets its final status and reaches the journal before we stop."""
+    opts = environment.parsed_options
+    drain_s = opts.response_timeout + 10.0
+    runner = environment.runner
+    if SWARM is not None:
+        SWARM.drain(timeout_s=drain_s)
+        if isinstance(runner, WorkerRunner):
+            runner.send_message(DONE_MESSAGE, {"rows": SWARM.shipped})
+    elif isinstance(runner, MasterRunner) and runner.clients:
+        # A headless shape ends with quit(), which stops no worker; and workers report zero users
+        # before their last utterances are answered. Ask them to stop, then wait for their rows.
+        runner.send_message(STOP_MESSAGE, None)
+        if not _workers_done().wait(timeout=drain_s + 15.0):
+            missing = set(runner.clients) - set(MASTER_DONE)
+            log.error("workers %s did not finish shipping their samples", sorted(missing))
+        for node, shipped in MASTER_DONE.items():
+            arrived = MASTER_RECEIVED.get(node, 0)
+            if arrived != shipped:
+                log.error("worker %s shipped %d rows, %d arrived", node, shipped, arrived)
+
+
+@events.quitting.add_listener
+def on_quitting(environment: Any, **_kwargs: Any) -> None:
+    if SWARM is not None:
+        SWARM.close()
+    for shard in MASTER_SHARDS.values():
+        shard.close()
+
+
+class PipelineUser(User):
+    """One conversation: connects on start, speaks until stopped; results arrive as request events."""
+
+    def on_start(self) -> None:
+        assert SWARM is not None, "the speechload media loop did not start (see the init event)"
+        self.index = next(_user_ids)
+        opts = self.environment.parsed_options
+        fire = self.environment.events.request.fire
+        try:
+            connect_ms = SWARM.connect(self.index, opts.connect_timeout + 5)
+        except Exception as exc:  # noqa: BLE001 — every failure to connect is a failed connect row
+            fire(request_type="pipeline", name="connect", response_time=0.0, response_length=0,
+                 exception=exc, context={})
+            raise StopUser() from None
+        fire(request_type="pipeline", name="connect", response_time=connect_ms, response_length=0,
+             exception=None, context={})
+
+    @task
+    def converse(self) -> None:
+        # The conversation runs on the media loop; this greenlet just lives as long as it does.
+        assert SWARM is not None
+        SWARM.wait_conversation(self.index)
+        raise StopUser()
+
+    def on_stop(self) -> None:
+        if SWARM is not None and hasattr(self, "index"):
+            SWARM.stop_conversation(self.index)
+
+
+class SelectedShape(LoadTestShape):
+    """--shape steady|step|spike, sized by locust's own -u/-r/-t."""
+
+    use_common_options = True
+
+    def tick(self) -> tuple[int, float] | None:
+        assert self.runner is not None
+        opts = self.runner.environment.parsed_options
+        spec = ShapeSpec(
+            name=opts.shape, users=opts.num_users or 1, spawn_rate=opts.spawn_rate or 1.0,
+            duration_s=float(opts.run_time or 60), step_users=opts.step_users, step_s=opts.step_time,
+            spike_users=opts.spike_users, spike_at_s=opts.spike_at, spike_s=opts.spike_time)
+        spec.validate()
+        return target(spec, self.get_run_time())

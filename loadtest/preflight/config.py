@@ -1,0 +1,261 @@
+"""What the preflight audit checks: a TOML file (docs/preflight.md), a bare --target, or the running
+reference stack's state dir. Errors name the bad key."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from loadtest.config import DEFAULT_FIXTURES
+
+# What the reference gateway's /metrics must expose (docs/protocol.md, "HTTP").
+REFERENCE_GATEWAY_METRICS = (
+    "gateway_uptime_seconds", "gateway_workers_alive", "gateway_signaling_requests_total",
+    "gateway_redis_connected",
+)
+
+
+class PreflightConfigError(ValueError):
+    """The preflight config is wrong or the stack to audit is not there; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    url: str
+    # 0: any 2xx/3xx over https; an http:// route must redirect to https:// (the HTTP→HTTPS check).
+    expect_status: int = 0
+
+
+@dataclass(frozen=True)
+class TurnServer:
+    url: str  # turn:host:port?transport=udp
+    username: str = ""
+    credential: str = ""
+
+    def address(self) -> tuple[str, int, str]:
+        """(host, port, transport) of a turn: URL."""
+        scheme, _, rest = self.url.partition(":")
+        if scheme not in ("turn", "turns"):
+            raise PreflightConfigError(f"'turn.url' must start with turn: or turns:, got {self.url!r}")
+        hostport, _, query = rest.partition("?")
+        parsed = urlparse(f"//{hostport}")
+        if not parsed.hostname:
+            raise PreflightConfigError(f"'turn.url' has no host: {self.url!r}")
+        transport = parse_qs(query).get("transport", ["udp"])[0]
+        return parsed.hostname, parsed.port or (5349 if scheme == "turns" else 3478), transport
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    host: str
+    port: int = 6379
+    password: str = ""
+
+
+@dataclass(frozen=True)
+class PrometheusTarget:
+    url: str  # base URL of the Prometheus HTTP API, e.g. http://prometheus:9090
+    jobs: tuple[str, ...] = ()  # each must have at least one target, all up
+    metrics: tuple[str, ...] = ()  # each must have at least one series
+
+
+@dataclass(frozen=True)
+class PreflightConfig:
+    target_url: str
+    ca_cert: str = ""
+    insecure: bool = False
+    profile: str = "reference"
+    ice_addresses: tuple[str, ...] = ("127.0.0.1",)
+    auth_token: str = ""
+    source_language: str = "en"
+    target_language: str = "es"
+    routes: tuple[Route, ...] = ()
+    turn: tuple[TurnServer, ...] = ()
+    backends: tuple[tuple[str, str], ...] = ()  # (name, health URL), e.g. ("tts", "http://tts:8003/health")
+    redis: RedisTarget | None = None
+    prometheus: PrometheusTarget | None = None
+    gateway_metrics: str = "/metrics"  # a path on the target or a URL; "" = not checked
+    gateway_metrics_required: tuple[str, ...] = ()
+    proxy_metrics: str = ""  # URL of the proxy's stub_status or Prometheus metrics; "" = not configured
+    timeout_s: float = 5.0  # each HTTP/TLS/Redis/TURN-allocation check
+    media_timeout_s: float = 8.0  # each media, relay and smoke check
+    cert_warn_days: int = 14
+    media: bool = True
+    smoke: bool = True
+    smoke_fixture: str = ""  # "" = the shortest clip of the corpus
+    fixtures: str = str(DEFAULT_FIXTURES)
+    source: str = field(default="", compare=False)  # where this config came from, for the report
+
+    def url(self, path_or_url: str) -> str:
+        if "://" in path_or_url:
+            return path_or_url
+        return self.target_url.rstrip("/") + "/" + path_or_url.lstrip("/")
+
+
+# --------------------------------------------------------------------------- TOML
+
+_TARGET_KEYS = {"url": str, "ca_cert": str, "insecure": bool, "profile": str, "ice_addresses": list,
+                "auth_token": str, "source_language": str, "target_language": str}
+_CHECK_KEYS = {"timeout_s": float, "media_timeout_s": float, "cert_warn_days": int, "media": bool,
+               "smoke": bool, "smoke_fixture": str, "fixtures": str}
+_SECTIONS = {"target", "checks", "routes", "turn", "backends", "redis", "prometheus", "metrics"}
+
+
+def _value(table: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    value = table[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is list:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise PreflightConfigError(f"'{where}.{key}' must be a list of strings, got {value!r}")
+        return tuple(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise PreflightConfigError(f"'{where}.{key}' must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def _typed(table: Any, spec: dict[str, type], where: str, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise PreflightConfigError(f"'{where}' must be a table")
+    for key in table:
+        if key not in spec:
+            raise PreflightConfigError(f"unknown key '{where}.{key}' (known: {', '.join(sorted(spec))})")
+    for key in required:
+        if key not in table:
+            raise PreflightConfigError(f"'{where}.{key}' is required")
+    return {key: _value(table, key, spec[key], where) for key in table}
+
+
+def _array(doc: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    items = doc.get(name, [])
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise PreflightConfigError(f"'{name}' must be an array of tables ([[{name}]])")
+    return items
+
+
+def _check_url(url: str, where: str, schemes: tuple[str, ...] = ("http", "https")) -> str:
+    parsed = urlparse(url)
+    if parsed.scheme not in schemes or not parsed.hostname:
+        raise PreflightConfigError(f"'{where}' must be an {'/'.join(schemes)} URL, got {url!r}")
+    return url
+
+
+def parse_config(doc: dict[str, Any], source: str = "") -> PreflightConfig:
+    for key in doc:
+        if key not in _SECTIONS:
+            raise PreflightConfigError(f"unknown section '[{key}]' (known: {', '.join(sorted(_SECTIONS))})")
+    target = _typed(doc.get("target", {}), _TARGET_KEYS, "target")
+    url = target.pop("url", "")
+    checks = _typed(doc.get("checks", {}), _CHECK_KEYS, "checks")
+    routes = []
+    for i, item in enumerate(_array(doc, "routes")):
+        where = f"routes[{i}]"
+        r = _typed(item, {"name": str, "url": str, "expect_status": int}, where, ("name", "url"))
+        routes.append(Route(r["name"], _check_url(r["url"], f"{where}.url"), r.get("expect_status", 0)))
+    turn = []
+    for i, item in enumerate(_array(doc, "turn")):
+        t = _typed(item, {"url": str, "username": str, "credential": str}, f"turn[{i}]", ("url",))
+        server = TurnServer(t["url"], t.get("username", ""), t.get("credential", ""))
+        server.address()  # validates the URL now, naming the key
+        turn.append(server)
+    backends = _typed(doc.get("backends", {}), {k: str for k in doc.get("backends", {})}, "backends")
+    for name, health in backends.items():
+        _check_url(health, f"backends.{name}")
+    redis = None
+    if "redis" in doc:
+        r = _typed(doc["redis"], {"host": str, "port": int, "password": str}, "redis", ("host",))
+        redis = RedisTarget(r["host"], r.get("port", 6379), r.get("password", ""))
+    prometheus = None
+    if "prometheus" in doc:
+        p = _typed(doc["prometheus"], {"url": str, "jobs": list, "metrics": list}, "prometheus", ("url",))
+        prometheus = PrometheusTarget(_check_url(p["url"], "prometheus.url"), p.get("jobs", ()),
+                                      p.get("metrics", ()))
+    metrics = _typed(doc.get("metrics", {}), {"gateway": str, "gateway_required": list, "proxy": str},
+                     "metrics")
+    config = PreflightConfig(
+        target_url=url, **target, **checks, routes=tuple(routes), turn=tuple(turn),
+        backends=tuple(backends.items()), redis=redis, prometheus=prometheus,
+        gateway_metrics=metrics.get("gateway", "/metrics"),
+        gateway_metrics_required=metrics.get("gateway_required", ()),
+        proxy_metrics=metrics.get("proxy", ""), source=source)
+    return validate(config)
+
+
+def validate(config: PreflightConfig) -> PreflightConfig:
+    if not config.target_url:
+        raise PreflightConfigError("'target.url' is required (or pass --target)")
+    _check_url(config.target_url, "target.url")
+    if config.ca_cert and not Path(config.ca_cert).is_file():
+        raise PreflightConfigError(f"'target.ca_cert': file not found: {config.ca_cert}")
+    if config.timeout_s <= 0 or config.media_timeout_s <= 0:
+        raise PreflightConfigError("'checks.timeout_s' and 'checks.media_timeout_s' must be > 0")
+    return config
+
+
+def load_config(path: str | Path) -> PreflightConfig:
+    file = Path(path)
+    if not file.is_file():
+        raise PreflightConfigError(f"preflight config not found: {file}")
+    try:
+        doc = tomllib.loads(file.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise PreflightConfigError(f"{file}: not valid TOML: {exc}") from None
+    try:
+        return parse_config(doc, source=str(file))
+    except PreflightConfigError as exc:
+        raise PreflightConfigError(f"{file}: {exc}") from None
+
+
+# --------------------------------------------------------------------------- derived configs
+
+def config_for_target(url: str, ca_cert: str = "", insecure: bool = False, profile: str = "reference",
+                      **overrides: Any) -> PreflightConfig:
+    """A bare target: routes, gateway, media and smoke; TURN, backends, Redis, Prometheus not configured."""
+    config = PreflightConfig(target_url=url, ca_cert=ca_cert, insecure=insecure, profile=profile,
+                             routes=(Route("gateway /health", url.rstrip("/") + "/health"),),
+                             source=f"--target {url}")
+    return validate(replace(config, **overrides))
+
+
+def config_from_stack(state_dir: str | Path, **overrides: Any) -> PreflightConfig:
+    """Everything the running reference stack in `state_dir` has (pids.json + stack.json)."""
+    from sut.config import StackConfigError, load_stack_config
+
+    state = Path(state_dir)
+    try:
+        pids = json.loads((state / "pids.json").read_text())
+    except FileNotFoundError:
+        raise PreflightConfigError(
+            f"no reference stack running in {state} (start one with `loadtest stack up --state-dir "
+            f"{state}`, or pass --target/--config)") from None
+    except ValueError as exc:
+        raise PreflightConfigError(f"{state / 'pids.json'}: unreadable ({exc})") from None
+    try:
+        stack = load_stack_config(state / "stack.json")
+    except StackConfigError as exc:
+        raise PreflightConfigError(f"cannot read the stack's config: {exc}") from None
+    target = str(pids["target_url"]).rstrip("/")
+    host = urlparse(target).hostname or stack.host
+    routes = [Route("frontend", f"{target}/"), Route("gateway /health", f"{target}/health"),
+              Route("proxy status", f"{target}/nginx_status")]
+    if stack.proxy.http_port:
+        routes.append(Route("http → https", f"http://{host}:{stack.proxy.http_port}/"))
+    turn = ()
+    if stack.turn.enabled:
+        turn = (TurnServer(f"turn:{stack.host}:{stack.turn.port}?transport=udp", stack.turn.username,
+                           stack.turn.credential),)
+    backends = tuple((name, f"http://{stack.host}:{stack.service(name).port}/health")
+                     for name in ("stt", "translation", "tts"))
+    redis = RedisTarget(stack.gateway.redis_host, stack.redis.port) if stack.gateway.redis_host else None
+    config = PreflightConfig(
+        target_url=target, ca_cert=str(pids.get("ca_cert", state / "ca.pem")), routes=tuple(routes),
+        turn=turn, backends=backends, redis=redis, gateway_metrics="/metrics",
+        gateway_metrics_required=REFERENCE_GATEWAY_METRICS, proxy_metrics=f"{target}/nginx_status",
+        fixtures=str(stack.fixtures), source_language=stack.gateway.source_language,
+        target_language=stack.gateway.target_language, source=f"reference stack in {state}")
+    return validate(replace(config, **overrides))

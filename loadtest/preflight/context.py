@@ -1,0 +1,68 @@
+"""What every check of one audit shares: the config, the signaling profile, one HTTP session, and the
+TLS policy (strict, or relaxed after the certificate check failed so the rest can still be audited)."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+import aiohttp
+
+from loadtest.preflight.config import PreflightConfig
+from loadtest.profile import SignalingProfile, load_profile
+
+
+def strict_context(config: PreflightConfig) -> ssl.SSLContext:
+    """Verify the chain against the configured CA (or the system store) and the host name."""
+    if config.insecure:
+        return unverified_context()
+    return ssl.create_default_context(cafile=config.ca_cert or None)
+
+
+def unverified_context() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def no_hostname_context(config: PreflightConfig) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=config.ca_cert or None)
+    ctx.check_hostname = False
+    return ctx
+
+
+@dataclass
+class AuditContext:
+    config: PreflightConfig
+    profile: SignalingProfile
+    session: aiohttp.ClientSession
+    tls: ssl.SSLContext
+    # Why the TLS policy was relaxed for the checks after the certificate check ("" = strict).
+    tls_relaxed: str = ""
+    _health: asyncio.Task[tuple[int, Any, float]] | None = field(default=None, repr=False)
+
+    @classmethod
+    def open(cls, config: PreflightConfig) -> AuditContext:
+        # Certificates are chosen per request (`ssl_for`): the policy may change after the TLS check.
+        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=config.timeout_s))
+        return cls(config, load_profile(config.profile), session, strict_context(config))
+
+    def ssl_for(self, url: str) -> ssl.SSLContext | bool:
+        return self.tls if urlparse(url).scheme in ("https", "wss") else False
+
+    def relax(self, why: str, hostname_only: bool) -> None:
+        self.tls = no_hostname_context(self.config) if hostname_only else unverified_context()
+        self.tls_relaxed = why
+
+    async def get(self, url: str, **kwargs: Any) -> tuple[aiohttp.ClientResponse, bytes]:
+        """GET without following redirects; the response (closed) and up to 1 MB of its body."""
+        async with self.session.get(url, allow_redirects=False, ssl=self.ssl_for(url), **kwargs) as resp:
+            body = await resp.content.read(1 << 20)
+        return resp, body
+
+    async def close(self) -> None:
+        await self.session.close()
