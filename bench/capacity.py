@@ -2,9 +2,13 @@
 
 Starts the reference stack in its cheap mode (``sut/configs/capacity.toml``: 1 ms model engines, VAD
 on the RFC 6464 level header) and drives real callers (``PipelineClient``: speaker + listener, real
-WebRTC) from this process, on one loop, as ``loadtest run``'s direct engine does. The caller count is
-raised step by step (callers already connected stay); each step measures, once every caller has
-connected and settled, a window of ``--window`` seconds:
+WebRTC) from this process, on one loop, as ``loadtest run``'s direct engine does. One gateway holds
+only ~37 callers (opusscript's fixed WebAssembly heap, see ``gateway_decode_failures``), so by default
+``--stacks 3`` identical stacks run side by side (port offsets 600, 625, 650) and caller i talks to
+stack i mod 3: the tester is still one process on one loop. The caller count is raised step by step
+(callers already connected stay; they connect ``--connect-concurrency`` at a time, utterances every
+``--interval`` s with phases spread over it); each step measures, once every caller has connected
+and settled, a window of ``--window`` seconds:
 
 * send lateness: actual − planned send time of every packet every caller's track handed to aiortc in
   the window (``SendStats.lateness_s``), p50/p99 over all of them;
@@ -13,8 +17,12 @@ connected and settled, a window of ``--window`` seconds:
 * utterances planned in the window, once each has its final status: ok / timeout / error, and onset
   misses (a tts event arrived but no translated-audio onset was detected);
 * the stack's CPU over the same window from /proc/<pid>/stat of the processes in its pids.json and
-  their children (the gateway's mediasoup worker, nginx's workers), and the whole machine's busy
-  time from /proc/stat, so a reader sees whether the tester or the stack saturated the shared cores.
+  their children (the gateway's mediasoup worker, nginx's workers), and the CPU of every process on
+  the machine (``machine%``, of 100 % per core), so a reader sees whether the tester or the stack
+  saturated the shared cores;
+* the loop thread's run-queue wait (``rq wait%``: runnable but not running, /proc/<pid>/task/<tid>/
+  schedstat) and involuntary context switches (``preempt/s``): lateness the machine's other work
+  caused, not the tester's own work.
 
 A step passes when lateness p99 <= ``--lateness-limit-ms`` (10 ms), every utterance is ok, no onset is
 missed and every caller connected. The ramp stops at the first failing step (or when the time budget
@@ -28,7 +36,7 @@ Definitions in the final JSON line (the largest passing step's figures):
   ``callers`` is what was demonstrated.
 
     export MEDIASOUP_WORKER_BIN=$(scripts/mediasoup_worker_path.sh)
-    .venv/bin/python bench/capacity.py [--steps 10,25,50,75,100,150,200] [--port-offset 600]
+    .venv/bin/python bench/capacity.py [--steps 10,25,50,75,100,150,200] [--stacks 3] [--port-offset 600]
 
 ``--py-spy DIR`` records a py-spy profile (raw collapsed stacks, non-blocking) of this process over
 each step's window into DIR/step-<callers>.txt (py-spy is a dev tool: ``pip install py-spy``).
@@ -43,6 +51,7 @@ import itertools
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -60,7 +69,6 @@ from loadtest.config import RunConfig  # noqa: E402
 from loadtest.fixtures import EncodedClip, FixtureLibrary, silence_packet  # noqa: E402
 from loadtest.profile import load_profile  # noqa: E402
 from loadtest.runner import ActiveUsers, Target, ssl_context  # noqa: E402
-from loadtest.signaling import SignalingError  # noqa: E402
 from loadtest.timeline import Status, UtteranceTimeline, outcome  # noqa: E402
 from loadtest.webrtc_client import (  # noqa: E402
     START_LEAD_S,
@@ -70,10 +78,12 @@ from loadtest.webrtc_client import (  # noqa: E402
     UtteranceSink,
     restrict_ice_host_addresses,
 )
+from sut.stack import StackInfo  # noqa: E402
 from tests.integration.stackrun import MANIFEST, running_stack, short_fixture_ids  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+STACK_OFFSET_STRIDE = 25  # capacity.toml's 250 RTC ports shift by 10 per offset: 25 keeps them apart
 PORTS_PER_CALLER = 4  # mediasoup: send + recv WebRTC transports, the gateway's tap and TTS inject
 SETTLE_S = 3.0  # after the last connect: DTLS/ICE consent and the new callers' first packets settle
 STATS_PERIOD_S = 2.0  # as loadtest run's direct engine polls RTC stats
@@ -125,11 +135,11 @@ def descendants(roots: list[int]) -> list[int]:
     return sorted(found)
 
 
-def stack_groups(state_dir: Path) -> dict[str, list[int]]:
+def stack_groups(state_dirs: list[Path]) -> dict[str, list[int]]:
     """Stack pids by group: gateway (node), mediasoup (its workers), other (proxy, services)."""
-    doc = json.loads((state_dir / "pids.json").read_text())
+    records = [r for d in state_dirs for r in json.loads((d / "pids.json").read_text()).get("processes", [])]
     groups: dict[str, list[int]] = {"gateway": [], "mediasoup": [], "other": []}
-    for record in doc.get("processes", []):
+    for record in records:
         for pid in descendants([int(record["pid"])]):
             if "mediasoup" in _comm(pid):
                 groups["mediasoup"].append(pid)
@@ -140,12 +150,19 @@ def stack_groups(state_dir: Path) -> dict[str, list[int]]:
     return groups
 
 
-def machine_busy_s() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    total = sum(values[:8])  # up to steal; guest time is already counted in user
-    return (total - idle) / CLK_TCK, total / CLK_TCK
+def all_processes_cpu_s() -> dict[int, float]:
+    """CPU seconds of every process on the machine, by pid.
+
+    Not /proc/stat: its busy time is sampled at the timer tick, and a loop whose work follows its
+    timers (ours does) is mostly asleep at the tick, so it undercounts; per-process times are exact.
+    """
+    times: dict[int, float] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if fields is not None:
+                times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return times
 
 
 def loop_thread_sched() -> tuple[float, float, int]:
@@ -163,6 +180,21 @@ def loop_thread_sched() -> tuple[float, float, int]:
     return run_ns / 1e9, wait_ns / 1e9, involuntary
 
 
+def gateway_decode_failures(state_dir: Path) -> int:
+    """Mic producers whose Opus decoding failed in the gateway's tap, from its log.
+
+    The gateway decodes with opusscript 0.1.1, whose fixed WebAssembly heap holds ~78 codec instances
+    (one decoder and one TTS encoder per caller, and scratch space): past ~37 callers on one gateway
+    decoding fails ("memory access out of bounds"), the VAD hears nothing and those utterances time
+    out in stt. That is the stack's limit, not the tester's.
+    """
+    try:
+        text = (state_dir / "gateway.log").read_text(errors="replace")
+    except OSError:
+        return 0
+    return len(set(re.findall(r"producer (\S+): opus decode failed", text)))
+
+
 def rss_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -175,17 +207,16 @@ class CpuSnapshot:
     wall: float
     tester: float
     stack: dict[str, float]
-    machine_busy: float
-    machine_total: float
+    machine: dict[int, float]
     loop_wait: float
     loop_preempted: int
 
     @staticmethod
     def take(groups: dict[str, list[int]]) -> CpuSnapshot:
-        busy, total = machine_busy_s()
         stack = {name: sum(proc_cpu_s(p) for p in pids) for name, pids in groups.items()}
         _, wait, preempted = loop_thread_sched()
-        return CpuSnapshot(time.monotonic(), time.process_time(), stack, busy, total, wait, preempted)
+        return CpuSnapshot(time.monotonic(), time.process_time(), stack, all_processes_cpu_s(), wait,
+                           preempted)
 
 
 # ---------------------------------------------------------------------------------------- callers
@@ -206,9 +237,9 @@ class Caller:
 class Swarm:
     """Callers on this loop, each speaking short clips on a shared grid of ``interval_s``, phases spread."""
 
-    def __init__(self, options: ClientOptions, library: FixtureLibrary, fixture_ids: tuple[str, ...],
+    def __init__(self, options: list[ClientOptions], library: FixtureLibrary, fixture_ids: tuple[str, ...],
                  interval_s: float, silence: bytes) -> None:
-        self.options = options
+        self.options = options  # one per stack: caller i talks to stack i mod len(options)
         self.clips: list[tuple[str, EncodedClip]] = [(i, library.get(i)) for i in fixture_ids]
         self.interval_s = interval_s
         self.silence = silence
@@ -223,7 +254,8 @@ class Swarm:
         gate = asyncio.Semaphore(concurrency)
         new: list[Caller] = []
         for index in range(len(self.callers), target):
-            caller = Caller(index, PipelineClient(self.options, self.silence, self._sink(index),
+            options = self.options[index % len(self.options)]
+            caller = Caller(index, PipelineClient(options, self.silence, self._sink(index),
                                                   conversation=f"cap-{os.getpid()}-u{index}"),
                             phase_s=(index * GOLDEN) % 1.0 * self.interval_s)
             self.callers.append(caller)
@@ -254,8 +286,8 @@ class Swarm:
             async with gate:
                 await client.connect()
             caller.connected = True
-        except (SignalingError, OSError, TimeoutError) as exc:
-            caller.error = str(exc) or type(exc).__name__
+        except Exception as exc:  # whatever stops a caller connecting counts as a connect failure
+            caller.error = f"{type(exc).__name__}: {exc}"
         finally:
             caller.done.set()
         if not caller.connected:
@@ -273,9 +305,11 @@ class Swarm:
             self.active.change(time.monotonic(), -1)
             await client.close()
 
-    @staticmethod
-    async def _stats_loop(client: PipelineClient) -> None:
-        while True:
+    async def _stats_loop(self, client: PipelineClient) -> None:
+        # Cancelled when its caller ends; the count bounds it regardless.
+        for _ in range(int(MAX_UTTERANCES_PER_CALLER * self.interval_s / STATS_PERIOD_S)):
+            if self.stop.is_set():
+                return
             with contextlib.suppress(Exception):
                 await client.refresh_stats()
             await asyncio.sleep(STATS_PERIOD_S)  # sampling period, not synchronisation
@@ -336,6 +370,7 @@ class StepResult:
     loop_wait_percent: float  # the loop thread's run-queue wait / wall
     preemptions_per_s: float  # the loop thread's involuntary context switches
     not_ok: dict[str, int]  # the commonest reasons of utterances that were not ok
+    gateway_decode_failures: int  # producers the gateway could not decode (so far)
     passed: bool = False
     why: str = ""
 
@@ -357,8 +392,9 @@ def start_py_spy(out: Path, duration_s: float) -> subprocess.Popen[bytes] | None
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-async def measure_step(swarm: Swarm, groups: dict[str, list[int]], callers: int, failures: int,
+async def measure_step(swarm: Swarm, state_dirs: list[Path], callers: int, failures: int,
                        args: argparse.Namespace, drain_s: float) -> StepResult:
+    groups = stack_groups(state_dirs)  # the gateway may have started workers since the last step
     profiler = None
     if args.py_spy is not None:
         profiler = start_py_spy(Path(args.py_spy) / f"step-{callers}.txt", args.window)
@@ -395,15 +431,17 @@ async def measure_step(swarm: Swarm, groups: dict[str, list[int]], callers: int,
         error=statuses.count(Status.ERROR), unfinished=expected - len(finished),
         onset_misses=sum(1 for tl in finished if tl.t_tts_event is not None and tl.t_audio_onset is None),
         stack_percent={k: 100.0 * (after.stack[k] - before.stack[k]) / wall for k in after.stack},
-        machine_percent=100.0 * (after.machine_busy - before.machine_busy)
-        / max(1e-9, after.machine_total - before.machine_total) * (os.cpu_count() or 1),
+        machine_percent=100.0 * sum(t - before.machine.get(p, 0.0) for p, t in after.machine.items()) / wall,
         loop_wait_percent=100.0 * (after.loop_wait - before.loop_wait) / wall,
         preemptions_per_s=(after.loop_preempted - before.loop_preempted) / wall,
         not_ok=dict(not_ok.most_common(3)),
+        gateway_decode_failures=sum(gateway_decode_failures(d) for d in state_dirs),
     )
     reasons = []
     if failures:
         reasons.append(f"{failures} connect failures")
+    if swarm.active.current < callers - failures:
+        reasons.append(f"{callers - failures - swarm.active.current} callers dropped out")
     if not lateness or result.lateness_p99_ms > args.lateness_limit_ms:
         reasons.append(f"lateness p99 {result.lateness_p99_ms:.1f} ms > {args.lateness_limit_ms:g}")
     if result.onset_misses:
@@ -412,6 +450,8 @@ async def measure_step(swarm: Swarm, groups: dict[str, list[int]], callers: int,
         reasons.append(f"{result.planned - result.ok} of {result.planned} utterances not ok")
     if result.planned == 0:
         reasons.append("no utterance planned in the window")
+    if result.gateway_decode_failures:
+        reasons.append(f"stack: the gateway failed to decode {result.gateway_decode_failures} callers' audio")
     result.passed = not reasons
     result.why = "; ".join(reasons)
     return result
@@ -432,21 +472,21 @@ def row(r: StepResult) -> str:
             f"  {verdict}")
 
 
-async def ramp(info_url: str, ca_cert: str, state_dir: Path, args: argparse.Namespace,
-               steps: list[int]) -> list[StepResult]:
+async def ramp(stacks: list[StackInfo], args: argparse.Namespace, steps: list[int]) -> list[StepResult]:
     fixture_ids = short_fixture_ids(max_duration_s=3.5, count=6)
     library = FixtureLibrary(MANIFEST)
     # Encode every clip before any caller runs: encoding on the media loop would stall every caller.
     longest = max(library.get(i).duration_s for i in fixture_ids)
     cfg = RunConfig()
     restrict_ice_host_addresses(cfg.target.ice_addresses)
-    options = ClientOptions(
-        url=info_url, profile=load_profile(cfg.target.profile),
-        ssl_context=ssl_context(Target(info_url, ca_cert, False)),
+    options = [ClientOptions(
+        url=info.target_url, profile=load_profile(cfg.target.profile),
+        ssl_context=ssl_context(Target(info.target_url, str(info.ca_cert), False)),
         connect_timeout_s=15.0, request_timeout_s=15.0, response_timeout_s=args.response_timeout,
         source_language=cfg.scenario.source_language, target_language=cfg.scenario.target_language)
+        for info in stacks]
+    state_dirs = [info.state_dir for info in stacks]
     swarm = Swarm(options, library, fixture_ids, args.interval, silence_packet())
-    groups = stack_groups(state_dir)
     drain_s = longest + args.response_timeout + 2.0
     started = time.monotonic()
     results: list[StepResult] = []
@@ -460,8 +500,7 @@ async def ramp(info_url: str, ca_cert: str, state_dir: Path, args: argparse.Name
                 break
             failures = await swarm.grow(callers, args.connect_concurrency, timeout_s=120.0)
             await asyncio.sleep(SETTLE_S)  # the new callers' connection work must not count as lateness
-            groups = stack_groups(state_dir)  # the gateway may have started workers since
-            result = await measure_step(swarm, groups, callers, failures, args, drain_s)
+            result = await measure_step(swarm, state_dirs, callers, failures, args, drain_s)
             results.append(result)
             print(row(result), flush=True)
             for reason, count in result.not_ok.items():
@@ -475,7 +514,7 @@ async def ramp(info_url: str, ca_cert: str, state_dir: Path, args: argparse.Name
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", default="10,25,50,75,100,150,200")
+    parser.add_argument("--steps", default="10,25,35,50,75,100,150,200")
     parser.add_argument("--window", type=float, default=20.0, help="measurement window per step, s")
     parser.add_argument("--interval", type=float, default=5.0, help="utterance interval per caller, s")
     parser.add_argument("--response-timeout", type=float, default=5.0)
@@ -483,25 +522,45 @@ def main() -> int:
     parser.add_argument("--connect-concurrency", type=int, default=10)
     parser.add_argument("--budget", type=float, default=600.0, help="total time budget of the ramp, s")
     parser.add_argument("--port-offset", type=int, default=600)
-    parser.add_argument("--state-dir", default=None, help="the stack's state dir, kept (default: temporary)")
+    parser.add_argument("--stacks", type=int, default=3,
+                        help="stacks to spread the callers over (one gateway holds ~39 callers)")
+    parser.add_argument("--state-dir", default=None, help="keep the stacks' state dirs here (default: temp)")
+    parser.add_argument("--nice", type=int, default=0,
+                        help="diagnostic: give the tester's session (autogroup) this nice value (e.g. -10, "
+                        "as root) so that contention for the shared cores lands on the stack")
     parser.add_argument("--keep-going", action="store_true",
                         help="measure every step, also after a failing one (diagnostics)")
     parser.add_argument("--py-spy", metavar="DIR", default=None, help="record a py-spy profile per step")
     args = parser.parse_args()
     steps = sorted({int(s) for s in args.steps.split(",") if s.strip()})
-    if not 600 <= args.port_offset <= 699:
-        parser.error("--port-offset must be within 600-699")
+    offsets = [args.port_offset + STACK_OFFSET_STRIDE * k for k in range(args.stacks)]
+    if args.stacks < 1 or not 600 <= offsets[0] <= offsets[-1] <= 699:
+        parser.error(f"port offsets {offsets} must lie within 600-699")
     if args.py_spy is not None:
         Path(args.py_spy).mkdir(parents=True, exist_ok=True)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        state = Path(args.state_dir) if args.state_dir else Path(tmp) / "stack"
-        state.mkdir(parents=True, exist_ok=True)
-        with running_stack("capacity", state, args.port_offset) as info:
-            gw = info.config.gateway
-            max_callers = (gw.rtc_max_port - gw.rtc_min_port + 1) // PORTS_PER_CALLER
-            steps = [s for s in steps if s <= max_callers]
-            results = asyncio.run(ramp(info.target_url, str(info.ca_cert), state, args, steps))
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stacks:
+        infos: list[StackInfo] = []
+        for k, offset in enumerate(offsets):
+            state = Path(args.state_dir or tmp) / f"stack-{k}"
+            state.mkdir(parents=True, exist_ok=True)
+            infos.append(stacks.enter_context(running_stack("capacity", state, offset)))
+        gw = infos[0].config.gateway
+        max_callers = args.stacks * ((gw.rtc_max_port - gw.rtc_min_port + 1) // PORTS_PER_CALLER)
+        if any(s > max_callers for s in steps):
+            print(f"(steps above {max_callers} callers skipped: the RTC ports of {args.stacks} stacks)",
+                  flush=True)
+        steps = [s for s in steps if s <= max_callers]
+        autogroup = Path("/proc/self/autogroup")
+        if args.nice:
+            # The scheduler shares the cores between sessions (autogroups) first: every stack process
+            # runs in a session of its own, so a plain nice value would change nothing here.
+            autogroup.write_text(str(args.nice))
+        try:
+            results = asyncio.run(ramp(infos, args, steps))
+        finally:
+            if args.nice:
+                autogroup.write_text("0")
 
     # Only an unbroken run of passing steps counts: with --keep-going a later step may pass by luck.
     passing = list(itertools.takewhile(lambda r: r.passed, results))

@@ -176,18 +176,7 @@ class TranslatedAudioMonitor:
         """Hook an aiortc RTCRtpReceiver: stop its decoder, see packets before its jitter buffer."""
         stop_decoder = getattr(receiver, "_RTCRtpReceiver__stop_decoder", None)
         if stop_decoder is not None:
-            stop_decoder()  # a no-op unless the receiver already runs
-            # aiortc starts the decoder thread in receive(), once the transport has connected: that is
-            # normally after a consumer is attached, so the stop above found nothing to stop. Left
-            # running, the thread decodes every translated packet (GIL hand-offs on the media loop)
-            # and queues the frames on a track nobody reads.
-            original_receive = receiver.receive
-
-            async def receive(parameters: Any) -> None:
-                await original_receive(parameters)
-                stop_decoder()
-
-            receiver.receive = receive
+            stop_decoder()
         original = receiver._handle_rtp_packet
 
         async def handle(packet: Any, arrival_time_ms: int) -> None:
