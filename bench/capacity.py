@@ -36,7 +36,12 @@ Definitions in the final JSON line (the largest passing step's figures):
   ``callers`` is what was demonstrated.
 
     export MEDIASOUP_WORKER_BIN=$(scripts/mediasoup_worker_path.sh)
-    .venv/bin/python bench/capacity.py [--steps 10,25,50,75,100,150,200] [--stacks 3] [--port-offset 600]
+    .venv/bin/python bench/capacity.py [--steps 10,25,35,50,75,100,150,200] [--stacks 3] [--nice -10]
+
+On a small machine the stack shares the cores with the tester, and the scheduler shares them between
+sessions first: each stack process has a session of its own, so under contention the tester's loop
+waits on the run queue (``rq wait%``) and gets late through no work of its own. ``--nice -10`` (root)
+gives the tester's session the larger share, as if the stack ran elsewhere; the default leaves it.
 
 ``--py-spy DIR`` records a py-spy profile (raw collapsed stacks, non-blocking) of this process over
 each step's window into DIR/step-<callers>.txt (py-spy is a dev tool: ``pip install py-spy``).

@@ -1,8 +1,10 @@
 """Media for one synthetic caller: a paced pre-encoded Opus track out, RTP-level onset detection in.
 
-Send: ``UtteranceTrack.recv()`` hands aiortc ``av.Packet``s that are already Opus, so aiortc packs
-them without encoding (FACTS.md: the encoder is what collapses capacity). Packets leave on a fixed
-20 ms grid; the send time of each utterance's first and last voiced packet is recorded.
+Send: ``UtteranceTrack`` hands aiortc packets that are already Opus, so aiortc packs them without
+encoding (FACTS.md: the encoder is what collapses capacity); ``attach_sender`` feeds the payloads to
+the sender directly, ``recv()`` gives the same as ``av.Packet``s. Packets leave on a fixed 20 ms grid,
+the grids of all tracks of a loop paced by one shared timer; the send time of each utterance's first
+and last voiced packet is recorded.
 
 Receive: ``TranslatedAudioMonitor`` sees each RTP packet of the translated-speech consumer as it
 arrives, before aiortc's jitter buffer (which adds ~80 ms) and without decoding it; the first packet of
@@ -13,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import math
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import av
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcrtpsender import RTCEncodedFrame
 
 from loadtest.timeline import UtteranceTimeline
 
@@ -33,6 +38,53 @@ SAMPLES_PER_FRAME = 960
 TIME_BASE = fractions.Fraction(1, 48000)
 ONSET_GAP_S = 0.100
 SILENCE_LEVEL = 127  # RFC 6464: -127 dBov
+PACING_GRID_S = 0.002  # tracks' 20 ms grids are aligned to this; one timer per occupied instant
+
+
+class Pacer:
+    """Wakes every track of one event loop that is due at the same instant with one timer.
+
+    One ``asyncio.sleep`` per packet per track costs a timer-heap entry each and wakes the loop at
+    scattered instants (each wake-up can lose the CPU to the process it just sent to). Tracks whose
+    packet grids start on a multiple of ``grid_s`` share their due instants, so one ``call_at`` serves
+    all of them; the grid is fine enough that a burst stays short next to the lateness budget.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, grid_s: float = PACING_GRID_S) -> None:
+        self._loop = loop
+        self.grid_s = grid_s
+        self._due: dict[int, list[asyncio.Future[None]]] = {}
+
+    def align(self, t: float) -> float:
+        """The first grid instant at or after ``t`` (loop time): where a new track starts its grid."""
+        return math.ceil(t / self.grid_s) * self.grid_s
+
+    def wait_until(self, when: float) -> asyncio.Future[None]:
+        """A future resolved at ``when`` (a grid instant, loop time)."""
+        tick = round(when / self.grid_s)
+        waiter = self._loop.create_future()
+        waiters = self._due.get(tick)
+        if waiters is None:
+            self._due[tick] = [waiter]
+            self._loop.call_at(when, self._fire, tick)
+        else:
+            waiters.append(waiter)
+        return waiter
+
+    def _fire(self, tick: int) -> None:
+        for waiter in self._due.pop(tick, ()):
+            if not waiter.done():  # a cancelled sender leaves a cancelled waiter
+                waiter.set_result(None)
+
+
+_pacers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Pacer] = weakref.WeakKeyDictionary()
+
+
+def pacer_for(loop: asyncio.AbstractEventLoop) -> Pacer:
+    pacer = _pacers.get(loop)
+    if pacer is None:
+        pacer = _pacers[loop] = Pacer(loop)
+    return pacer
 
 
 @dataclass
@@ -61,6 +113,7 @@ class UtteranceTrack(MediaStreamTrack):
         self._silence = silence
         self._clock = clock
         self._t0: float | None = None
+        self._pacer: Pacer | None = None
         self._slot = 0
         self._queue: deque[PlannedUtterance] = deque()
         self._current: PlannedUtterance | None = None
@@ -76,21 +129,33 @@ class UtteranceTrack(MediaStreamTrack):
         return self._t0 + slot * FRAME_S
 
     async def recv(self) -> av.Packet:
+        payload, timestamp = await self.next_payload()
+        packet = av.Packet(payload)
+        packet.pts = timestamp
+        packet.time_base = TIME_BASE
+        return packet
+
+    async def next_payload(self) -> tuple[bytes, int]:
+        """The next packet's Opus payload and RTP timestamp (48 kHz units), at its planned send time."""
         if self.readyState != "live":
             raise MediaStreamError
         if self._t0 is None:
-            self._t0 = self._clock()
+            loop = asyncio.get_running_loop()
+            # The shared pacer runs on loop time, which is time.monotonic(): only for that clock.
+            self._pacer = pacer_for(loop) if self._clock is time.monotonic else None
+            self._t0 = self._pacer.align(self._clock()) if self._pacer is not None else self._clock()
         planned = self.slot_time(self._slot)
         delay = planned - self._clock()
         if delay > 0:
             # Pacing to the packet grid (a deadline, not a synchronisation point).
-            await asyncio.sleep(delay)
+            if self._pacer is not None:
+                await self._pacer.wait_until(planned)
+            else:
+                await asyncio.sleep(delay)
         payload = self._next_payload(planned)
-        packet = av.Packet(payload)
-        packet.pts = self._slot * SAMPLES_PER_FRAME
-        packet.time_base = TIME_BASE
+        timestamp = self._slot * SAMPLES_PER_FRAME
         self._slot += 1
-        return packet
+        return payload, timestamp
 
     def _next_payload(self, planned: float) -> bytes:
         now = self._clock()
@@ -111,18 +176,21 @@ class UtteranceTrack(MediaStreamTrack):
         return self._utterance_payload(current, now, lateness)
 
     def attach_sender(self, sender: Any) -> None:
-        """Make aiortc write each packet's audio level (RFC 6464), as a browser's microphone does.
+        """Hand aiortc's sender our payloads directly, each with its audio level (RFC 6464).
 
         aiortc computes the level only for frames it encodes itself; our packets are pre-encoded, so
-        the level of the frame just handed out is put on the encoded frame before it is packetized.
+        the level of the frame just handed out goes on the encoded frame, as a browser's microphone
+        has it. What aiortc 1.16 does with a pre-encoded ``recv()`` result is wrap ``bytes(packet)``
+        and its pts (converted through Fractions) in an RTCEncodedFrame; doing that here skips an
+        av.Packet, the conversion and a coroutine layer for every packet of every caller. The RTP
+        payloads and timestamps are the same as through ``recv()``.
         """
-        original = sender._next_encoded_frame
 
-        async def next_encoded_frame(codec: Any) -> Any:
-            frame = await original(codec)
-            if frame is not None:
-                frame.audio_level = -self.last_level  # aiortc negates it into the header
-            return frame
+        async def next_encoded_frame(codec: Any) -> RTCEncodedFrame | None:
+            payload, timestamp = await self.next_payload()
+            if not sender._enabled:
+                return None  # as aiortc does: a disabled sender drops the frame
+            return RTCEncodedFrame([payload], timestamp, -self.last_level)  # aiortc negates the level
 
         sender._next_encoded_frame = next_encoded_frame
 
@@ -176,7 +244,18 @@ class TranslatedAudioMonitor:
         """Hook an aiortc RTCRtpReceiver: stop its decoder, see packets before its jitter buffer."""
         stop_decoder = getattr(receiver, "_RTCRtpReceiver__stop_decoder", None)
         if stop_decoder is not None:
-            stop_decoder()
+            stop_decoder()  # a no-op unless the receiver already runs
+            # aiortc starts the decoder thread in receive(), once the transport has connected: that is
+            # normally after a consumer is attached, so the stop above found nothing to stop. Left
+            # running, the thread decodes every translated packet (GIL hand-offs on the media loop)
+            # and queues the frames on a track nobody reads.
+            original_receive = receiver.receive
+
+            async def receive(parameters: Any) -> None:
+                await original_receive(parameters)
+                stop_decoder()
+
+            receiver.receive = receive
         original = receiver._handle_rtp_packet
 
         async def handle(packet: Any, arrival_time_ms: int) -> None:
