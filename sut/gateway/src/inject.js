@@ -135,7 +135,16 @@ class Injector {
         this.timer = setTimeout(() => this._pump(), Math.max(1, Math.floor(dueMs - now)));
         return;
       }
-      this._sendFrame(c, now, dueMs);
+      try {
+        this._sendFrame(c, now, dueMs);
+      } catch (err) {
+        // One utterance fails; the producer's queue must go on (a stuck injector times out all later ones).
+        log.error(`TTS injection failed: ${err.message}`);
+        if (c.index === 0) c.reject(err);
+        this.current = null;
+        this._startNext();
+        return;
+      }
       if (c.index >= c.frames) {
         this.current = null;
         this._startNext(); // re-enters _pump via its own schedule
@@ -151,7 +160,22 @@ class Injector {
       padded.set(frame);
       frame = padded;
     }
-    return this.encoder.encode(Buffer.from(frame.buffer, frame.byteOffset, FRAME_SAMPLES * 2), FRAME_SAMPLES);
+    const pcm = Buffer.from(frame.buffer, frame.byteOffset, FRAME_SAMPLES * 2);
+    try {
+      return this.encoder.encode(pcm, FRAME_SAMPLES);
+    } catch (err) {
+      // opusscript (wasm) can fail an instance ("Bad argument"); a fresh encoder usually works.
+      log.warn(`TTS encoder failed (${err.message}); recreating it`);
+      try { this.encoder.delete(); } catch (_) { /* already unusable */ }
+      this._newEncoder();
+      return this.encoder.encode(pcm, FRAME_SAMPLES);
+    }
+  }
+
+  _newEncoder() {
+    this.encoder = new OpusScript(SAMPLE_RATE, 1, OpusScript.Application.VOIP);
+    this.encoder.setBitrate(32000);
+    this.encoder.encoderCTL(OPUS_SET_COMPLEXITY, 5);
   }
 
   _sendFrame(c, now, dueMs) {
