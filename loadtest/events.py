@@ -112,7 +112,6 @@ class EventParser:
 class CorrelationStats:
     malformed: int = 0
     unmatched: int = 0
-    onsets_unmatched: int = 0
     last_malformed: str = ""
 
 
@@ -217,8 +216,3 @@ class Correlator:
     def expire(self, tl: UtteranceTimeline) -> None:
         """The utterance's deadline passed: stop waiting; its outcome is a timeout at its last stage."""
         self._forget(tl)
-
-    def discard_stale_onsets(self, older_than: float) -> None:
-        while self._onsets and self._onsets[0].t_arrival < older_than:
-            self._onsets.popleft()
-            self.stats.onsets_unmatched += 1

@@ -15,7 +15,7 @@ import ssl
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aioice.ice
@@ -85,7 +85,6 @@ class ConversationResult:
     malformed_events: int = 0
     unmatched_events: int = 0
     translated_packets: int = 0
-    send_lateness_s: list[float] = field(default_factory=list)
 
 
 UtteranceSink = Callable[[UtteranceTimeline, "PipelineClient"], None]
@@ -359,10 +358,6 @@ class PipelineClient:
             for report in (await self._rtp_sender.getStats()).values():
                 if getattr(report, "type", "") == "remote-inbound-rtp":
                     self.stats["rtt_ms"] = report.roundTripTime * 1000.0
-
-    @property
-    def send_lateness(self) -> list[float]:
-        return list(self._track.stats.lateness_s)
 
     async def close(self) -> None:
         if self._correlator is not None:
