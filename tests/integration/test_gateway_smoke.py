@@ -24,15 +24,13 @@ import aiohttp
 import numpy as np
 import pytest
 
+from tests.integration.gateway_clients import ClipTrack, Peer, RtpArrivals, speak
 from tests.integration.gateway_harness import (
     FRAME,
     GATEWAY_DIR,
     RATE,
     VAD,
-    ClipTrack,
-    Peer,
     Proc,
-    RtpArrivals,
     frame_dbfs,
     gt_lines,
     lateness_summary,
@@ -41,7 +39,6 @@ from tests.integration.gateway_harness import (
     pin_ice_to_loopback,
     scrape_metrics,
     services_available,
-    speak,
     start_stack,
     worker_bin,
 )
