@@ -56,7 +56,6 @@ import itertools
 import json
 import math
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -69,6 +68,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from procstat import (  # noqa: E402 -- bench/ is this script's own directory
+    CpuSnapshot,
+    gateway_decode_failures,
+    rss_mb,
+    stack_groups,
+)
 
 from loadtest.config import RunConfig  # noqa: E402
 from loadtest.fixtures import EncodedClip, FixtureLibrary, silence_packet  # noqa: E402
@@ -86,7 +92,6 @@ from loadtest.webrtc_client import (  # noqa: E402
 from sut.stack import StackInfo  # noqa: E402
 from tests.integration.stackrun import MANIFEST, running_stack, short_fixture_ids  # noqa: E402
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 STACK_OFFSET_STRIDE = 25  # capacity.toml's 250 RTC ports shift by 10 per offset: 25 keeps them apart
 PORTS_PER_CALLER = 4  # mediasoup: send + recv WebRTC transports, the gateway's tap and TTS inject
@@ -95,133 +100,6 @@ STATS_PERIOD_S = 2.0  # as loadtest run's direct engine polls RTC stats
 MAX_UTTERANCES_PER_CALLER = 400  # bounds every caller's plan whatever the budget
 
 
-# ---------------------------------------------------------------------------------------- /proc
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat after the command name (which may contain spaces), or None."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return raw[raw.rindex(")") + 2:].split()
-
-
-def proc_cpu_s(pid: int) -> float:
-    """utime + stime of one process (all its threads), seconds; 0 if it is gone."""
-    fields = _stat_fields(pid)
-    if fields is None:
-        return 0.0
-    # After the name: state(0) ppid(1) ... utime is field 14 of stat, index 11 here; stime index 12.
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def _comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return "?"
-
-
-def descendants(roots: list[int]) -> list[int]:
-    """The roots and every process below them (one scan of /proc, bounded by the process count)."""
-    parent: dict[int, int] = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            fields = _stat_fields(int(entry.name))
-            if fields is not None:
-                parent[int(entry.name)] = int(fields[1])
-    found = set(roots)
-    for _ in range(8):  # process trees here are at most 3 deep; 8 passes bound the walk
-        more = {pid for pid, ppid in parent.items() if ppid in found and pid not in found}
-        if not more:
-            break
-        found |= more
-    return sorted(found)
-
-
-def stack_groups(state_dirs: list[Path]) -> dict[str, list[int]]:
-    """Stack pids by group: gateway (node), mediasoup (its workers), other (proxy, services)."""
-    records = [r for d in state_dirs for r in json.loads((d / "pids.json").read_text()).get("processes", [])]
-    groups: dict[str, list[int]] = {"gateway": [], "mediasoup": [], "other": []}
-    for record in records:
-        for pid in descendants([int(record["pid"])]):
-            if "mediasoup" in _comm(pid):
-                groups["mediasoup"].append(pid)
-            elif record["name"] == "gateway":
-                groups["gateway"].append(pid)
-            else:
-                groups["other"].append(pid)
-    return groups
-
-
-def all_processes_cpu_s() -> dict[int, float]:
-    """CPU seconds of every process on the machine, by pid.
-
-    Not /proc/stat: its busy time is sampled at the timer tick, and a loop whose work follows its
-    timers (ours does) is mostly asleep at the tick, so it undercounts; per-process times are exact.
-    """
-    times: dict[int, float] = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            fields = _stat_fields(int(entry.name))
-            if fields is not None:
-                times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
-    return times
-
-
-def loop_thread_sched() -> tuple[float, float, int]:
-    """(on-CPU s, runnable-but-waiting s, involuntary context switches) of this process's main thread.
-
-    The loop runs on the main thread. Waiting on the run queue while runnable is time the machine's
-    other work took from the loop: lateness the tester cannot cause or cure itself.
-    """
-    pid = os.getpid()
-    run_ns, wait_ns, _ = (int(v) for v in Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split())
-    involuntary = 0
-    for line in Path(f"/proc/{pid}/task/{pid}/status").read_text().splitlines():
-        if line.startswith("nonvoluntary_ctxt_switches:"):
-            involuntary = int(line.split()[1])
-    return run_ns / 1e9, wait_ns / 1e9, involuntary
-
-
-def gateway_decode_failures(state_dir: Path) -> int:
-    """Mic producers whose Opus decoding failed in the gateway's tap, from its log.
-
-    The gateway decodes with opusscript 0.1.1, whose fixed WebAssembly heap holds ~78 codec instances
-    (one decoder and one TTS encoder per caller, and scratch space): past ~37 callers on one gateway
-    decoding fails ("memory access out of bounds"), the VAD hears nothing and those utterances time
-    out in stt. That is the stack's limit, not the tester's.
-    """
-    try:
-        text = (state_dir / "gateway.log").read_text(errors="replace")
-    except OSError:
-        return 0
-    return len(set(re.findall(r"producer (\S+): opus decode failed", text)))
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    return float("nan")
-
-
-@dataclass
-class CpuSnapshot:
-    wall: float
-    tester: float
-    stack: dict[str, float]
-    machine: dict[int, float]
-    loop_wait: float
-    loop_preempted: int
-
-    @staticmethod
-    def take(groups: dict[str, list[int]]) -> CpuSnapshot:
-        stack = {name: sum(proc_cpu_s(p) for p in pids) for name, pids in groups.items()}
-        _, wait, preempted = loop_thread_sched()
-        return CpuSnapshot(time.monotonic(), time.process_time(), stack, all_processes_cpu_s(), wait,
-                           preempted)
 
 
 # ---------------------------------------------------------------------------------------- callers
