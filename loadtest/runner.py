@@ -180,19 +180,13 @@ class Run:
             await client.close()
             return
         self.active.change(time.monotonic(), +1)
-        stats_task = asyncio.create_task(self._stats_loop(client))
+        stats_task = asyncio.create_task(client.sample_stats())
         try:
             await client.speak(self.plan(user))
         finally:
             stats_task.cancel()
             self.active.change(time.monotonic(), -1)
             await client.close()
-
-    async def _stats_loop(self, client: PipelineClient) -> None:
-        while True:
-            with contextlib.suppress(Exception):
-                await client.refresh_stats()
-            await asyncio.sleep(2.0)  # sampling period, not synchronisation
 
     async def _progress(self, started: float) -> None:
         while True:

@@ -153,7 +153,7 @@ class Swarm:
     async def _converse(self, client: PipelineClient, plan: Iterator[ScheduledUtterance],
                         stop: asyncio.Event) -> None:
         self.active.change(time.monotonic(), +1)
-        stats = asyncio.ensure_future(_refresh_stats(client))
+        stats = asyncio.ensure_future(client.sample_stats())
         try:
             await client.speak(plan, stop)
         finally:
@@ -189,15 +189,6 @@ class Swarm:
 
 async def _await(task: asyncio.Future[None]) -> None:
     await task
-
-
-async def _refresh_stats(client: PipelineClient) -> None:
-    while True:
-        try:
-            await client.refresh_stats()
-        except Exception:  # noqa: BLE001 — stats are best effort; the next sample may work
-            pass
-        await asyncio.sleep(2.0)  # sampling period
 
 
 def fire_stage_events(fire: Callable[..., None], row: SampleRow) -> None:

@@ -347,6 +347,13 @@ class PipelineClient:
     def _deliver(self, tl: UtteranceTimeline) -> None:
         self._on_utterance(tl, self)
 
+    async def sample_stats(self, period_s: float = 2.0) -> None:
+        """Refresh the RTC stats every period until cancelled; a failed sample leaves the last one."""
+        while True:
+            with contextlib.suppress(Exception):
+                await self.refresh_stats()
+            await asyncio.sleep(period_s)  # sampling period, not synchronisation
+
     async def refresh_stats(self) -> None:
         """RTC stats for the rows: jitter/loss of the translated audio, RTT of the speaker's stream."""
         if self._receiver is not None:
