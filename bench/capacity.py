@@ -78,8 +78,10 @@ from procstat import (  # noqa: E402 -- bench/ is this script's own directory
 
 from loadtest.config import RunConfig  # noqa: E402
 from loadtest.fixtures import EncodedClip, FixtureLibrary, silence_packet  # noqa: E402
+from loadtest.ice import choose_ice  # noqa: E402
 from loadtest.profile import load_profile  # noqa: E402
-from loadtest.runner import ActiveUsers, Target, ssl_context  # noqa: E402
+from loadtest.rows import ActiveUsers  # noqa: E402
+from loadtest.target import Target, ssl_context  # noqa: E402
 from loadtest.timeline import Status, UtteranceTimeline, outcome  # noqa: E402
 from loadtest.webrtc_client import (  # noqa: E402
     START_LEAD_S,
@@ -87,7 +89,6 @@ from loadtest.webrtc_client import (  # noqa: E402
     PipelineClient,
     ScheduledUtterance,
     UtteranceSink,
-    restrict_ice_host_addresses,
 )
 from sut.stack import StackInfo  # noqa: E402
 from tests.integration.stackrun import MANIFEST, running_stack, short_fixture_ids  # noqa: E402
@@ -361,7 +362,7 @@ async def ramp(stacks: list[StackInfo], args: argparse.Namespace, steps: list[in
     # Encode every clip before any caller runs: encoding on the media loop would stall every caller.
     longest = max(library.get(i).duration_s for i in fixture_ids)
     cfg = RunConfig()
-    restrict_ice_host_addresses(cfg.target.ice_addresses)
+    choose_ice(cfg.target.ice_addresses, stacks[0].target_url).apply()  # the stacks are all on loopback
     options = [ClientOptions(
         url=info.target_url, profile=load_profile(cfg.target.profile),
         ssl_context=ssl_context(Target(info.target_url, str(info.ca_cert), False)),

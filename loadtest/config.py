@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import ipaddress
-import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+
+from loadtest.errors import UsageError
+from loadtest.ice import AUTO, TurnRelay, validate_ice_addresses, validate_turn_url
+from loadtest.tomlconfig import build, check_sections, read_toml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FIXTURES = REPO_ROOT / "fixtures" / "audio" / "manifest.json"
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """A run config value is wrong; the message names the key."""
 
 
@@ -23,8 +25,17 @@ class TargetConfig:
     ca_cert: str = ""
     insecure: bool = False
     profile: str = "reference"
-    ice_addresses: tuple[str, ...] = ("127.0.0.1",)
+    # "auto": loopback for a loopback target, else aioice's own interface enumeration (loadtest/ice.py).
+    ice_addresses: tuple[str, ...] = (AUTO,)
     auth_token: str = ""
+    relay_only: bool = False  # every caller transport relays through turn_url (iceTransportPolicy relay)
+    turn_url: str = ""  # turn:host:port?transport=udp
+    turn_username: str = ""
+    turn_credential: str = field(default="", repr=False)  # never printed, never written to run.json
+
+    def relay(self) -> TurnRelay | None:
+        """The TURN server every caller transport relays through, on a relay-only run."""
+        return TurnRelay(self.turn_url, self.turn_username, self.turn_credential) if self.relay_only else None
 
 
 @dataclass(frozen=True)
@@ -62,42 +73,10 @@ class RunConfig:
         for section, values in sections.items():
             current = getattr(updated, section)
             clean = {k: v for k, v in values.items() if v is not None}
-            updated = replace(updated, **{section: _build(type(current), clean, section, base=current)})
+            updated = replace(updated, **{section: build(type(current), clean, section, ConfigError,
+                                                         base=current)})
         validate(updated)
         return updated
-
-
-def _coerce(value: Any, kind: str, where: str) -> Any:
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise ConfigError(f"'{where}' must be true or false, got {value!r}")
-        return value
-    if kind in ("int", "float"):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"'{where}' must be a number, got {value!r}")
-        if kind == "int" and int(value) != value:
-            raise ConfigError(f"'{where}' must be a whole number, got {value!r}")
-        return int(value) if kind == "int" else float(value)
-    if kind == "str":
-        if not isinstance(value, str):
-            raise ConfigError(f"'{where}' must be a string, got {value!r}")
-        return value
-    if kind.startswith("tuple"):
-        if isinstance(value, str) or not isinstance(value, list | tuple):
-            raise ConfigError(f"'{where}' must be a list, got {value!r}")
-        if not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"'{where}' must be a list of strings")
-        return tuple(value)
-    raise ConfigError(f"'{where}': unsupported type {kind}")
-
-
-def _build(cls: type, table: dict[str, Any], where: str, base: Any = None) -> Any:
-    known = {f.name: str(f.type) for f in fields(cls)}
-    for key in table:
-        if key not in known:
-            raise ConfigError(f"unknown config key '{where}.{key}' (known: {', '.join(sorted(known))})")
-    values = {k: _coerce(v, known[k], f"{where}.{k}") for k, v in table.items()}
-    return replace(base, **values) if base is not None else cls(**values)
 
 
 def validate(cfg: RunConfig) -> None:
@@ -108,11 +87,13 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"'target.url' must be an http(s) URL, got {t.url!r}")
     if t.ca_cert and not Path(t.ca_cert).is_file():
         raise ConfigError(f"'target.ca_cert': file not found: {t.ca_cert}")
-    for address in t.ice_addresses:
-        try:
-            ipaddress.ip_address(address)
-        except ValueError:
-            raise ConfigError(f"'target.ice_addresses': not an IP address: {address!r}") from None
+    problem = validate_ice_addresses(t.ice_addresses)
+    if problem:
+        raise ConfigError(f"'target.ice_addresses': {problem}")
+    if t.turn_url and (problem := validate_turn_url(t.turn_url)):
+        raise ConfigError(f"'target.turn_url': {problem}")
+    if t.relay_only and not t.turn_url:
+        raise ConfigError("'target.relay_only' needs 'target.turn_url' (the TURN server to relay through)")
     if s.callers < 1:
         raise ConfigError(f"'scenario.callers' must be >= 1, got {s.callers}")
     if s.duration_s <= 0:
@@ -129,25 +110,17 @@ def load_run_config(path: str | Path | None = None) -> RunConfig:
         validate(cfg)
         return cfg
     file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"run config not found: {file}")
+    doc = read_toml(file, ConfigError, "run config")
     try:
-        doc = tomllib.loads(file.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
-    allowed = {"target", "scenario", "stack", "thresholds"}
-    for key in doc:
-        if key not in allowed:
-            raise ConfigError(f"{file}: unknown section '[{key}]' (known: {', '.join(sorted(allowed))})")
-    section = doc.get("thresholds", {})
-    rules = section.get("rules", []) if isinstance(section, dict) else None
-    if rules is None or not all(isinstance(r, str) for r in rules):
-        raise ConfigError(f"{file}: 'thresholds.rules' must be a list of strings like \"e2e.p95 < 1500\"")
-    try:
+        check_sections(doc, ("target", "scenario", "stack", "thresholds"), ConfigError)
+        section = doc.get("thresholds", {})
+        rules = section.get("rules", []) if isinstance(section, dict) else None
+        if rules is None or not all(isinstance(r, str) for r in rules):
+            raise ConfigError("'thresholds.rules' must be a list of strings like \"e2e.p95 < 1500\"")
         cfg = RunConfig(
-            target=_build(TargetConfig, doc.get("target", {}), "target"),
-            scenario=_build(ScenarioConfig, doc.get("scenario", {}), "scenario"),
-            stack=_build(StackRef, doc.get("stack", {}), "stack"),
+            target=build(TargetConfig, doc.get("target", {}), "target", ConfigError),
+            scenario=build(ScenarioConfig, doc.get("scenario", {}), "scenario", ConfigError),
+            stack=build(StackRef, doc.get("stack", {}), "stack", ConfigError),
             thresholds=tuple(rules),
         )
         validate(cfg)

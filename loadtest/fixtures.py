@@ -27,7 +27,8 @@ from typing import Any
 import av
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
+
+from loadtest.errors import UsageError
 
 RATE = 48000
 FRAME_SAMPLES = 960  # 20 ms at 48 kHz: one Opus packet
@@ -39,7 +40,7 @@ DEFAULT_BITRATE = 32000
 DEFAULT_MANIFEST = Path(__file__).resolve().parent.parent / "fixtures" / "audio" / "manifest.json"
 
 
-class FixtureError(ValueError):
+class FixtureError(UsageError):
     """The manifest or one of its clips is unusable; the message names the fixture and field/file."""
 
 
@@ -195,6 +196,8 @@ def to_48k(samples: np.ndarray, rate: int) -> np.ndarray:
     samples = np.asarray(samples, dtype=np.float32)
     if rate == RATE:
         return samples
+    from scipy.signal import resample_poly  # 0.6 s to import: only when a clip needs resampling
+
     g = math.gcd(RATE, rate)
     return resample_poly(samples, RATE // g, rate // g).astype(np.float32)
 

@@ -6,7 +6,7 @@ may be running the reference stack. Its stats CSVs land in the run directory bes
 
 from __future__ import annotations
 
-import json
+import os
 import signal
 import subprocess
 import sys
@@ -14,8 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loadtest.config import RunConfig
+from loadtest.errors import RunFailed
+from loadtest.ice import TURN_CREDENTIAL_ENV, choose_ice
 from loadtest.journal import merge_to_parquet
-from loadtest.runner import RunFailed, Target, new_run_id
+from loadtest.rundir import new_run_id, write_run_json
+from loadtest.target import Target
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 DRAIN_MARGIN_S = 30.0
@@ -51,6 +54,9 @@ def locust_command(
     ]
     if s.fixture_ids:
         cmd += ["--fixture-ids", ",".join(s.fixture_ids)]
+    t = cfg.target
+    if t.relay_only:  # the credential goes by environment (child_env), not argv
+        cmd += ["--relay-only", "--turn-url", t.turn_url, "--turn-username", t.turn_username]
     if target.ca_cert:
         cmd += ["--ca-cert", target.ca_cert]
     if target.insecure:
@@ -69,20 +75,33 @@ def locust_command(
     return cmd
 
 
+def child_env(cfg: RunConfig) -> dict[str, str]:
+    """locust's environment: ours, plus a relay-only run's TURN credential (never on its command line)."""
+    env = dict(os.environ)
+    env.pop(TURN_CREDENTIAL_ENV, None)
+    if cfg.target.relay_only and cfg.target.turn_credential:
+        env[TURN_CREDENTIAL_ENV] = cfg.target.turn_credential
+    return env
+
+
 def execute_swarm(cfg: RunConfig, target: Target, run_dir: Path, swarm: SwarmOptions) -> int:
     """Run locust to completion, then merge every process's raw samples; returns utterances merged."""
     run_id = new_run_id()
-    (run_dir / "run.json").write_text(json.dumps(
-        {"run_id": run_id, "engine": "locust", "target": target.url, "insecure_tls": target.insecure,
-         "callers": cfg.scenario.callers, "duration_s": cfg.scenario.duration_s, "shape": swarm.shape,
-         "processes": swarm.processes, "role": "worker" if swarm.worker else "master" if swarm.master
-         else "local"}, indent=2) + "\n")
+    # What this host's locust processes will choose (each resolves "auto" itself, a remote worker too).
+    ice = choose_ice(cfg.target.ice_addresses, target.url)
+    print(ice.describe(), file=sys.stderr, flush=True)
+    write_run_json(run_dir, {
+        "run_id": run_id, "engine": "locust", "target": target.url, "insecure_tls": target.insecure,
+        "callers": cfg.scenario.callers, "duration_s": cfg.scenario.duration_s, "shape": swarm.shape,
+        "processes": swarm.processes,
+        "role": "worker" if swarm.worker else "master" if swarm.master else "local",
+        **ice.stamp(), "relay_only": cfg.target.relay_only})
     cmd = locust_command(cfg, target, run_dir, swarm, run_id)
     # Bounded: the run time, the drain of the last utterances, start-up, and a margin.
     limit = cfg.scenario.duration_s + cfg.scenario.response_timeout_s + 10.0 + DRAIN_MARGIN_S
     if swarm.master or swarm.worker:
         limit += 600.0  # waiting for the other side of a distributed run
-    proc = subprocess.Popen(cmd)
+    proc = subprocess.Popen(cmd, env=child_env(cfg))
     try:
         code = proc.wait(timeout=limit)
     except subprocess.TimeoutExpired:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import ssl
 import sys
 from pathlib import Path
@@ -26,9 +27,10 @@ from locust.runners import MasterRunner, WorkerRunner
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # locust -f imports this file by path
 
 from loadtest.fixtures import DEFAULT_MANIFEST, FixtureLibrary  # noqa: E402
+from loadtest.ice import TURN_CREDENTIAL_ENV, TurnRelay  # noqa: E402
 from loadtest.journal import JournalShard  # noqa: E402
 from loadtest.profile import load_profile  # noqa: E402
-from loadtest.runner import Target, new_run_id, ssl_context  # noqa: E402
+from loadtest.rundir import new_run_id  # noqa: E402
 from loadtest.shapes import ShapeSpec, target  # noqa: E402
 from loadtest.swarm import (  # noqa: E402
     DONE_MESSAGE,
@@ -38,6 +40,7 @@ from loadtest.swarm import (  # noqa: E402
     SwarmSettings,
     fire_stage_events,
 )
+from loadtest.target import Target, ssl_context  # noqa: E402
 from loadtest.webrtc_client import ClientOptions  # noqa: E402
 
 log = logging.getLogger("loadtest.locust")
@@ -61,7 +64,12 @@ def add_options(parser: Any) -> None:
     group.add_argument("--interval", type=float, default=9.0, help="planned seconds between utterances")
     group.add_argument("--response-timeout", type=float, default=10.0, help="seconds to wait per result")
     group.add_argument("--connect-timeout", type=float, default=15.0, help="seconds to connect a caller")
-    group.add_argument("--ice-address", default="127.0.0.1", help="comma-separated local ICE host addresses")
+    group.add_argument("--ice-address", default="auto",
+                       help="comma-separated local ICE host addresses, or auto (loadtest/ice.py)")
+    group.add_argument("--relay-only", action="store_true", default=False,
+                       help="relay all media through --turn-url (password: $SPEECHLOAD_TURN_CREDENTIAL)")
+    group.add_argument("--turn-url", default="", help="TURN server for --relay-only, turn:host:port")
+    group.add_argument("--turn-username", default="", help="TURN user name")
     group.add_argument("--source-language", default="en")
     group.add_argument("--target-language", default="es")
     group.add_argument("--shape", default="steady", choices=["steady", "step", "spike"])
@@ -70,6 +78,15 @@ def add_options(parser: Any) -> None:
     group.add_argument("--spike-users", type=int, default=0, help="spike shape: users at the peak")
     group.add_argument("--spike-at", type=float, default=20.0, help="spike shape: seconds before the spike")
     group.add_argument("--spike-time", type=float, default=10.0, help="spike shape: seconds of the spike")
+
+
+def _relay(opts: Any) -> TurnRelay | None:
+    """The TURN relay of a relay-only run; its credential comes from the environment, never argv (ps)."""
+    if not opts.relay_only:
+        return None
+    if not opts.turn_url:
+        raise SystemExit("speechload: --relay-only needs --turn-url")
+    return TurnRelay(opts.turn_url, opts.turn_username, os.environ.get(TURN_CREDENTIAL_ENV, ""))
 
 
 def _settings(environment: Any) -> SwarmSettings:
@@ -84,7 +101,7 @@ def _settings(environment: Any) -> SwarmSettings:
         url=environment.host, profile=load_profile(opts.signaling_profile), ssl_context=tls,
         connect_timeout_s=opts.connect_timeout, request_timeout_s=opts.connect_timeout,
         response_timeout_s=opts.response_timeout, source_language=opts.source_language,
-        target_language=opts.target_language)
+        target_language=opts.target_language, relay=_relay(opts))
     return SwarmSettings(
         options=options, library=library, fixture_ids=fixture_ids, interval_s=opts.interval,
         run_dir=Path(opts.run_dir), run_id=opts.run_id or new_run_id(),
@@ -94,7 +111,8 @@ def _settings(environment: Any) -> SwarmSettings:
 
 @events.init.add_listener
 def on_init(environment: Any, **_kwargs: Any) -> None:
-    """Create the media loop once per tester process (lazily in on_start raced: FACTS.md)."""
+    """Create the media loop once per tester process (creating it lazily in on_start raced: two users
+    of one process could each start a loop)."""
     global SWARM
     runner = environment.runner
     if isinstance(runner, MasterRunner):

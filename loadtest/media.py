@@ -1,7 +1,8 @@
 """Media for one synthetic caller: a paced pre-encoded Opus track out, RTP-level onset detection in.
 
 Send: ``UtteranceTrack`` hands aiortc packets that are already Opus, so aiortc packs them without
-encoding (FACTS.md: the encoder is what collapses capacity); ``attach_sender`` feeds the payloads to
+encoding (measured: one process holds ~8 sender/receiver pairs per core with an Opus encoder per
+client, ~100 with pre-encoded packets and no decoder: the encoder is what collapses capacity); ``attach_sender`` feeds the payloads to
 the sender directly, ``recv()`` gives the same as ``av.Packet``s. Packets leave on a fixed 20 ms grid,
 the grids of all tracks of a loop paced by one shared timer; the send time of each utterance's first
 and last voiced packet is recorded.

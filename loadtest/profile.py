@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loadtest.errors import UsageError
+
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 REQUESTS = ("join", "create_transport", "connect_transport", "produce", "consume", "resume_consumer")
 EVENTS = {
@@ -22,7 +24,7 @@ EVENTS = {
 OPTIONAL_EVENT_FIELDS = {"server_ts", "speech_end_ts", "tts_producer_id", "rtp_timestamp", "duration_ms"}
 
 
-class ProfileError(ValueError):
+class ProfileError(UsageError):
     """The profile file is wrong; the message names the key."""
 
 

@@ -10,10 +10,11 @@ from typing import Any
 import aiohttp
 import socketio
 
+from loadtest.errors import RunError
 from loadtest.profile import MissingField, SignalingProfile
 
 
-class SignalingError(RuntimeError):
+class SignalingError(RunError):
     """The gateway could not be reached or refused a request; the message says which and why."""
 
 

@@ -21,14 +21,14 @@ from typing import Any
 
 from loadtest.bridge import MediaLoop, wait_in_greenlet
 from loadtest.fixtures import FixtureLibrary, silence_packet
+from loadtest.ice import choose_ice
 from loadtest.journal import JournalShard, worker_name
-from loadtest.runner import ActiveUsers, RowMaker
+from loadtest.rows import ActiveUsers, RowMaker
 from loadtest.timeline import SampleRow, UtteranceTimeline
 from loadtest.webrtc_client import (
     ClientOptions,
     PipelineClient,
     ScheduledUtterance,
-    restrict_ice_host_addresses,
 )
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class SwarmSettings:
     interval_s: float
     run_dir: Path
     run_id: str
-    ice_addresses: list[str]
+    ice_addresses: list[str]  # ["auto"] or local IPs: each process resolves them for its own host
     ship_to_master: bool
 
 
@@ -92,7 +92,7 @@ class Swarm:
         self._watcher.start(self._drain_results)
 
     async def _configure(self) -> None:
-        restrict_ice_host_addresses(self.settings.ice_addresses)
+        choose_ice(self.settings.ice_addresses, self.settings.options.url).apply()
         self._silence = silence_packet()
 
     def connect(self, user: int, timeout_s: float) -> float:

@@ -1,7 +1,7 @@
 """One utterance's life on one monotonic clock, and which timestamps make which stage.
 
 Pure data and pure functions: everything here is unit-tested without a network.
-Stage definitions (ARCHITECTURE.md):
+Stage definitions (docs/design.md):
   stt         = transcript event − end of speech (last voiced packet sent)
   translation = translation event − transcript event
   tts         = first translated audio at the listener − translation event

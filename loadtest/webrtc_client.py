@@ -14,16 +14,16 @@ import logging
 import ssl
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import aioice.ice
 from pymediasoup import AiortcHandler, Device
 from pymediasoup.rtp_parameters import RtpCapabilities, RtpParameters
 
 from loadtest.events import Correlator, EventParser, MalformedEvent
 from loadtest.fixtures import EncodedClip
+from loadtest.ice import TurnRelay, force_relay
 from loadtest.media import PlannedUtterance, TranslatedAudioMonitor, UtteranceTrack
 from loadtest.profile import SignalingProfile, lookup
 from loadtest.signaling import SignalingChannel, SignalingError
@@ -32,20 +32,6 @@ from loadtest.timeline import UtteranceTimeline
 log = logging.getLogger(__name__)
 START_LEAD_S = 0.5
 SCHEDULE_AHEAD_S = 1.0
-
-
-def restrict_ice_host_addresses(addresses: Sequence[str]) -> None:
-    """Gather ICE host candidates only on these local addresses.
-
-    aioice skips loopback when it enumerates interfaces, so on a loopback test the media would leave
-    through the external interface; load generators also want to pick their source interfaces.
-    """
-    chosen = list(addresses)
-
-    def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        return [a for a in chosen if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
-
-    aioice.ice.get_host_addresses = host_addresses
 
 
 def _receiver_of(transport: Any, consumer: Any) -> Any:
@@ -67,6 +53,7 @@ class ClientOptions:
     source_language: str = "en"
     target_language: str = "es"
     auth_token: str = ""
+    relay: TurnRelay | None = None  # relay-only: every transport goes through this TURN server
 
 
 @dataclass(frozen=True)
@@ -168,6 +155,8 @@ class PipelineClient:
         transport = create(id=info["id"], iceParameters=info["ice_parameters"],
                            iceCandidates=info["ice_candidates"], dtlsParameters=info["dtls_parameters"],
                            sctpParameters=None, iceServers=[])
+        if self.options.relay is not None:
+            force_relay(transport, self.options.relay)
         connected = asyncio.get_running_loop().create_future()
 
         @transport.on("connect")

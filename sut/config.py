@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
-import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from loadtest.tomlconfig import build, check_keys, check_sections, read_toml, sub_table
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DISTRIBUTIONS = ("constant", "normal", "lognormal", "uniform")
 VAD_SOURCES = ("audio-level", "energy")
 ENGINES = ("model", "real")
+TEST_NETWORK = "198.18.0.0/15"
+T = TypeVar("T")
 
 
 class StackConfigError(ValueError):
@@ -156,32 +160,12 @@ class StackConfig:
         )
 
 
-def _build(cls: type, table: dict[str, Any], where: str) -> Any:
-    known = {f.name: f for f in fields(cls)}
-    for key in table:
-        if key not in known:
-            raise StackConfigError(f"unknown key '{where}.{key}' (known: {', '.join(sorted(known))})")
-    kwargs: dict[str, Any] = {}
-    for name, value in table.items():
-        expected = known[name].type
-        if name == "latency":
-            kwargs[name] = _latency(value, f"{where}.latency")
-            continue
-        numeric = expected in ("int", "float")
-        if numeric and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise StackConfigError(f"'{where}.{name}' must be a number, got {value!r}")
-        if expected == "bool" and not isinstance(value, bool):
-            raise StackConfigError(f"'{where}.{name}' must be true or false, got {value!r}")
-        if expected == "str" and not isinstance(value, str):
-            raise StackConfigError(f"'{where}.{name}' must be a string, got {value!r}")
-        kwargs[name] = value
-    return cls(**kwargs)
+def _build(cls: type[T], table: Any, where: str) -> T:
+    return build(cls, table, where, StackConfigError, converters={"latency": _latency})
 
 
 def _latency(table: Any, where: str) -> LatencyModel:
-    if not isinstance(table, dict):
-        raise StackConfigError(f"'{where}' must be a table")
-    model: LatencyModel = _build(LatencyModel, table, where)
+    model = build(LatencyModel, table, where, StackConfigError)
     if model.distribution not in DISTRIBUTIONS:
         raise StackConfigError(
             f"'{where}.distribution' must be one of {DISTRIBUTIONS}, got {model.distribution!r}"
@@ -208,10 +192,7 @@ def _gateway(table: dict[str, Any]) -> GatewayConfig:
 
 
 def _table(doc: dict[str, Any], name: str) -> dict[str, Any]:
-    table = doc.get(name, {})
-    if not isinstance(table, dict):
-        raise StackConfigError(f"'[{name}]' must be a table, got {table!r}")
-    return table
+    return sub_table(doc, name, StackConfigError)
 
 
 def _turn(table: dict[str, Any]) -> TurnConfig:
@@ -224,6 +205,18 @@ def _turn(table: dict[str, Any]) -> TurnConfig:
     if turn.enabled and not (turn.username and turn.credential):
         raise StackConfigError("'turn.username' and 'turn.credential' must be set when TURN is enabled")
     return turn
+
+
+def _private_host(host: str) -> bool:
+    """The stack listens only where nothing outside this machine can reach it: loopback, or the
+    benchmarking range (RFC 2544) that tests give to veth pairs into their own network namespaces."""
+    if host == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.is_loopback or ip in ipaddress.ip_network(TEST_NETWORK)
 
 
 def resolve_config_path(name_or_path: str | Path) -> Path:
@@ -250,10 +243,7 @@ def _read_doc(path: Path) -> dict[str, Any]:
         if not isinstance(doc, dict):
             raise StackConfigError(f"{path}: must be a JSON object")
         return doc
-    try:
-        return tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise StackConfigError(f"{path}: not valid TOML: {exc}") from None
+    return read_toml(path, StackConfigError, "stack config")
 
 
 def stack_config_to_doc(config: StackConfig) -> dict[str, Any]:
@@ -268,17 +258,18 @@ def stack_config_to_doc(config: StackConfig) -> dict[str, Any]:
 def load_stack_config(name_or_path: str | Path = "default") -> StackConfig:
     path = resolve_config_path(name_or_path)
     doc = _read_doc(path)
-    allowed = {"stack", "proxy", "gateway", "stt", "translation", "tts", "faults", "turn", "redis"}
-    for key in doc:
-        if key not in allowed:
-            raise StackConfigError(f"{path}: unknown section '[{key}]' (known: {', '.join(sorted(allowed))})")
-    stack = dict(doc.get("stack", {}))
-    for key in stack:
-        if key not in ("host", "ground_truth", "fixtures", "name"):
-            raise StackConfigError(f"{path}: unknown key 'stack.{key}'")
+    sections = ("stack", "proxy", "gateway", "stt", "translation", "tts", "faults", "turn", "redis")
+    try:
+        check_sections(doc, sections, StackConfigError)
+        stack = dict(sub_table(doc, "stack", StackConfigError))
+        check_keys(stack, ("host", "ground_truth", "fixtures", "name"), "stack", StackConfigError)
+    except StackConfigError as exc:
+        raise StackConfigError(f"{path}: {exc}") from None
     host = stack.get("host", "127.0.0.1")
-    if not (host.startswith("127.") or host in ("::1", "localhost")):
-        raise StackConfigError(f"'stack.host' must be a loopback address, got {host!r}")
+    if not _private_host(host):
+        raise StackConfigError(
+            f"'stack.host' must be a loopback address or in {TEST_NETWORK} (a test's network namespace), "
+            f"got {host!r}")
     fixtures = Path(stack.get("fixtures", "fixtures/audio/manifest.json"))
     if not fixtures.is_absolute():
         fixtures = REPO_ROOT / fixtures

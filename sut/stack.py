@@ -11,7 +11,6 @@ Logs go to ``<state_dir>/<name>.log``, pids to ``<state_dir>/pids.json`` so anot
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import os
@@ -342,20 +341,3 @@ def stack_status(state_dir: Path) -> StackStatus:
     running = bool(statuses) and all(s.alive and s.healthy is not False for s in statuses)
     target = str(doc["target_url"]) if "target_url" in doc else None
     return StackStatus(state_dir, running, target, ca, tuple(statuses))
-
-
-def add_stack_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Register `stack up|down|status` on a CLI's subparsers (loadtest/cli.py); see sut/stack_cli.py."""
-    from sut.stack_cli import add_stack_commands as add
-
-    add(subparsers)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from sut.stack_cli import main as cli_main
-
-    return cli_main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

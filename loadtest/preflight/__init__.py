@@ -6,34 +6,7 @@ metrics and Prometheus, and one utterance end to end — each ✅/⚠️/❌ wit
 
     loadtest preflight [--target URL] [--config FILE] [--json PATH] [--markdown PATH] [--strict]
 
-From code: ``report = await run_preflight(config)`` or ``run_preflight_sync(config)``;
-``preflight_before_run(...)`` is the hook `loadtest run` calls first.
+From code: ``audit.run_preflight(config)`` (async) or ``audit.run_preflight_sync(config)``;
+``command.preflight_before_run(...)`` is the hook `loadtest run` calls first. This package's own
+import loads nothing: `loadtest --help` must not pay for the checks' dependencies.
 """
-
-from loadtest.preflight.audit import run_preflight, run_preflight_sync
-from loadtest.preflight.command import add_preflight_command, preflight_before_run
-from loadtest.preflight.config import (
-    PreflightConfig,
-    PreflightConfigError,
-    config_for_target,
-    config_from_stack,
-    load_config,
-)
-from loadtest.preflight.model import CheckResult, PreflightReport
-from loadtest.preflight.report import print_report, to_markdown
-
-__all__ = [
-    "CheckResult",
-    "PreflightConfig",
-    "PreflightConfigError",
-    "PreflightReport",
-    "add_preflight_command",
-    "config_for_target",
-    "config_from_stack",
-    "load_config",
-    "preflight_before_run",
-    "print_report",
-    "run_preflight",
-    "run_preflight_sync",
-    "to_markdown",
-]

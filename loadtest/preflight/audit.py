@@ -14,13 +14,13 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from urllib.parse import urlparse
 
+from loadtest.ice import choose_ice
 from loadtest.preflight import checks_backends as backends
 from loadtest.preflight import checks_http as http
 from loadtest.preflight import checks_media as media
 from loadtest.preflight.config import PreflightConfig, TurnServer
 from loadtest.preflight.context import AuditContext
 from loadtest.preflight.model import GROUPS, CheckResult, PreflightReport, Verdict, run_check, skipped
-from loadtest.webrtc_client import restrict_ice_host_addresses
 
 Job = Awaitable[CheckResult]
 
@@ -149,8 +149,9 @@ def _jobs(ctx: AuditContext) -> list[Job]:
 async def run_preflight(config: PreflightConfig) -> PreflightReport:
     """The audit of `config`'s deployment; never raises for what it finds (that is in the report)."""
     started, t0 = time.time(), time.monotonic()
-    # Keep ICE on the configured local addresses (aioice skips loopback; load generators pick interfaces).
-    restrict_ice_host_addresses(config.ice_addresses)
+    # Loopback for a loopback target (aioice skips it), every interface for a remote one, or as configured.
+    ice = choose_ice(config.ice_addresses, config.target_url)
+    ice.apply()
     ctx = AuditContext.open(config)
     try:
         tls_results, notes = await _tls_phase(ctx)
@@ -160,6 +161,7 @@ async def run_preflight(config: PreflightConfig) -> PreflightReport:
     checks = [*tls_results, *rest]
     order = {g: i for i, g in enumerate(GROUPS)}
     checks.sort(key=lambda c: order.get(c.group, len(order)))  # stable: keeps the order within a group
+    notes.insert(0, ice.describe())
     if config.source:
         notes.insert(0, f"config: {config.source}")
     return PreflightReport(config.target_url, started, time.monotonic() - t0, checks, notes)

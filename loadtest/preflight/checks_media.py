@@ -10,6 +10,7 @@ from pathlib import Path
 from aioice import stun, turn
 
 from loadtest.fixtures import FixtureLibrary, silence_packet
+from loadtest.ice import choose_ice, local_address_toward
 from loadtest.preflight.config import TurnServer
 from loadtest.preflight.context import AuditContext
 from loadtest.preflight.media_probe import MediaOutcome, ProbeOptions, media_round_trip
@@ -102,8 +103,10 @@ async def check_turn_allocation(ctx: AuditContext, server: TurnServer) -> Verdic
     allocate_ms = (time.monotonic() - t0) * 1000.0
     relayed = relay_transport.get_extra_info("sockname")
     # Relay round trip: tester → TURN → a UDP echo on the tester's ICE address → TURN → tester.
+    # With "auto" toward a remote target, the echo listens where the route to the TURN server leaves.
+    ice = choose_ice(ctx.config.ice_addresses, ctx.config.target_url)
     echo_transport, _ = await loop.create_datagram_endpoint(
-        _Echo, local_addr=(ctx.config.ice_addresses[0], 0))
+        _Echo, local_addr=(local_address_toward(ice, host, port), 0))
     try:
         t1 = time.monotonic()
         relay_transport.sendto(b"speechload-preflight", echo_transport.get_extra_info("sockname"))

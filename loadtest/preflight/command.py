@@ -6,9 +6,9 @@ import argparse
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from loadtest.preflight.audit import run_preflight_sync
+from loadtest.ice import parse_ice_flag
 from loadtest.preflight.config import (
     PreflightConfig,
     PreflightConfigError,
@@ -17,8 +17,9 @@ from loadtest.preflight.config import (
     load_config,
     validate,
 )
-from loadtest.preflight.model import PreflightReport
-from loadtest.preflight.report import make_console, print_report, write_outputs
+
+if TYPE_CHECKING:
+    from loadtest.preflight.model import PreflightReport
 
 EXIT_CONFIG = 2  # the audit could not start (bad config, no stack to audit); 0/1 are the audit's verdict
 DEFAULT_STATE_DIR = ".stack"
@@ -39,6 +40,8 @@ def add_preflight_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--ca-cert", help="PEM bundle that signs the target's certificate")
     p.add_argument("--insecure", action="store_true", default=None, help="do not verify certificates")
     p.add_argument("--profile", help="signaling profile name or TOML path (default: reference)")
+    p.add_argument("--ice-address", help="local ICE host addresses, comma-separated, or \"auto\" (default: "
+                                         "loopback for a loopback target, else every interface)")
     p.add_argument("--json", dest="json_path", help="write the machine-readable results here")
     p.add_argument("--markdown", dest="markdown_path", help="write the audit as Markdown (for tickets) here")
     p.add_argument("--strict", action="store_true", help="warnings fail the audit too (exit 1)")
@@ -55,6 +58,8 @@ def resolve_config(args: argparse.Namespace) -> PreflightConfig:
         overrides["insecure"] = True
     if args.profile:
         overrides["profile"] = args.profile
+    if args.ice_address is not None:
+        overrides["ice_addresses"] = parse_ice_flag(args.ice_address)
     if args.no_media:
         overrides["media"] = False
     if args.no_smoke:
@@ -75,6 +80,9 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     except PreflightConfigError as exc:
         print(f"loadtest preflight: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    from loadtest.preflight.audit import run_preflight_sync
+    from loadtest.preflight.report import make_console, print_report, write_outputs
+
     report = run_preflight_sync(config)
     print_report(report, make_console(), strict=args.strict)
     write_outputs(report, args.json_path, args.markdown_path, strict=args.strict)
@@ -89,6 +97,9 @@ def preflight_before_run(target_url: str, ca_cert: str = "", insecure: bool = Fa
     audit when `state_dir` is its state dir), print the table to stderr, write preflight.json and
     preflight.md into `out_dir`. The caller decides: ``report.exit_code(strict) != 0`` → do not run.
     `overrides` are PreflightConfig fields (e.g. ``ice_addresses=("10.0.0.5",)``, ``smoke=False``)."""
+    from loadtest.preflight.audit import run_preflight_sync
+    from loadtest.preflight.report import make_console, print_report, write_outputs
+
     base = {"ca_cert": ca_cert, "insecure": insecure, "profile": profile, **overrides}
     if state_dir is not None:
         config = config_from_stack(Path(state_dir), **base)

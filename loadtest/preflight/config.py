@@ -4,13 +4,14 @@ reference stack's state dir. Errors name the bad key."""
 from __future__ import annotations
 
 import json
-import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from loadtest.config import DEFAULT_FIXTURES
+from loadtest.ice import AUTO, validate_ice_addresses
+from loadtest.tomlconfig import check_keys, check_sections, coerce, read_toml
 
 # What the reference gateway's /metrics must expose (docs/protocol.md, "HTTP").
 REFERENCE_GATEWAY_METRICS = (
@@ -70,7 +71,7 @@ class PreflightConfig:
     ca_cert: str = ""
     insecure: bool = False
     profile: str = "reference"
-    ice_addresses: tuple[str, ...] = ("127.0.0.1",)
+    ice_addresses: tuple[str, ...] = (AUTO,)  # "auto" or local IPs (loadtest/ice.py)
     auth_token: str = ""
     source_language: str = "en"
     target_language: str = "es"
@@ -106,29 +107,16 @@ _CHECK_KEYS = {"timeout_s": float, "media_timeout_s": float, "cert_warn_days": i
 _SECTIONS = {"target", "checks", "routes", "turn", "backends", "redis", "prometheus", "metrics"}
 
 
-def _value(table: dict[str, Any], key: str, kind: type, where: str) -> Any:
-    value = table[key]
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if kind is list:
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise PreflightConfigError(f"'{where}.{key}' must be a list of strings, got {value!r}")
-        return tuple(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise PreflightConfigError(f"'{where}.{key}' must be {kind.__name__}, got {value!r}")
-    return value
-
-
 def _typed(table: Any, spec: dict[str, type], where: str, required: tuple[str, ...] = ()) -> dict[str, Any]:
     if not isinstance(table, dict):
         raise PreflightConfigError(f"'{where}' must be a table")
-    for key in table:
-        if key not in spec:
-            raise PreflightConfigError(f"unknown key '{where}.{key}' (known: {', '.join(sorted(spec))})")
+    check_keys(table, spec, where, PreflightConfigError)
     for key in required:
         if key not in table:
             raise PreflightConfigError(f"'{where}.{key}' is required")
-    return {key: _value(table, key, spec[key], where) for key in table}
+    kinds = {str: "str", int: "int", float: "float", bool: "bool", list: "tuple[str, ...]"}
+    return {key: coerce(value, kinds[spec[key]], f"{where}.{key}", PreflightConfigError)
+            for key, value in table.items()}
 
 
 def _array(doc: dict[str, Any], name: str) -> list[dict[str, Any]]:
@@ -146,9 +134,7 @@ def _check_url(url: str, where: str, schemes: tuple[str, ...] = ("http", "https"
 
 
 def parse_config(doc: dict[str, Any], source: str = "") -> PreflightConfig:
-    for key in doc:
-        if key not in _SECTIONS:
-            raise PreflightConfigError(f"unknown section '[{key}]' (known: {', '.join(sorted(_SECTIONS))})")
+    check_sections(doc, _SECTIONS, PreflightConfigError)
     target = _typed(doc.get("target", {}), _TARGET_KEYS, "target")
     url = target.pop("url", "")
     checks = _typed(doc.get("checks", {}), _CHECK_KEYS, "checks")
@@ -190,6 +176,9 @@ def validate(config: PreflightConfig) -> PreflightConfig:
     if not config.target_url:
         raise PreflightConfigError("'target.url' is required (or pass --target)")
     _check_url(config.target_url, "target.url")
+    problem = validate_ice_addresses(config.ice_addresses)
+    if problem:
+        raise PreflightConfigError(f"'target.ice_addresses': {problem}")
     if config.ca_cert and not Path(config.ca_cert).is_file():
         raise PreflightConfigError(f"'target.ca_cert': file not found: {config.ca_cert}")
     if config.timeout_s <= 0 or config.media_timeout_s <= 0:
@@ -199,12 +188,7 @@ def validate(config: PreflightConfig) -> PreflightConfig:
 
 def load_config(path: str | Path) -> PreflightConfig:
     file = Path(path)
-    if not file.is_file():
-        raise PreflightConfigError(f"preflight config not found: {file}")
-    try:
-        doc = tomllib.loads(file.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise PreflightConfigError(f"{file}: not valid TOML: {exc}") from None
+    doc = read_toml(file, PreflightConfigError, "preflight config")
     try:
         return parse_config(doc, source=str(file))
     except PreflightConfigError as exc:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from loadtest.report.io import LoadedSamples
+from loadtest.report.frame import LoadedSamples
 from loadtest.report.model import (
     EXTRA_METRICS,
     STAGES,

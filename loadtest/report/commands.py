@@ -1,6 +1,7 @@
 """CLI verbs `report`, `compare`, `nightly`: thin wrappers; each handler returns the documented exit code.
 
-The lead's CLI registers them with `add_report_commands(subparsers)` and dispatches `args.func(args)`.
+loadtest/cli.py registers them with `add_report_commands(subparsers, run_factory)` and dispatches
+`args.func(args)`; `nightly` runs the test through the factory it is given (it never imports the CLI).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
+from loadtest.errors import EXIT_USAGE
 from loadtest.report.model import (
     DEFAULT_TARGET_MS,
     DEFAULT_TOLERANCE_MS,
@@ -21,9 +23,6 @@ from loadtest.report.model import (
 )
 from loadtest.report.runconfig import ReportConfigError, read_report_config
 from loadtest.report.thresholds import ThresholdError, parse_thresholds
-
-# Usage and config errors: kept apart from 0-3 so CI never mistakes a typo for a regression (2).
-EXIT_USAGE = 4
 
 # Given the nightly's pass-through run arguments, return the callable that runs into a directory.
 RunFactory = Callable[[list[str]], Callable[[Path], int]]
@@ -79,7 +78,8 @@ def add_report_commands(
 ) -> None:
     """Register `report`, `compare` and `nightly` on the CLI's subparsers.
 
-    run_factory: how `nightly` runs the test (default: loadtest.runner.run_from_args(argv, out_dir) -> int).
+    run_factory: how `nightly` runs the test: given the run options, a function of the run directory that
+    returns the run's exit code (loadtest.cli.nightly_run_factory). Without one, `nightly` cannot run.
     """
     p = _add(subparsers, "report", help="aggregate a run directory into summary.json + report.html")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
@@ -249,27 +249,6 @@ class RunArgsError(ValueError):
     """The pass-through run options do not parse: a usage error (exit 4), found before anything runs."""
 
 
-def check_run_args(run_args: list[str]) -> None:
-    """Parse the run options with `loadtest run`'s own parser, so a typo fails now, not mid-nightly."""
-    if any(a == "--out" or a.startswith("--out=") for a in run_args):
-        raise RunArgsError("--out is not a run option here: nightly runs into HISTORY/<timestamp>/")
-    from loadtest.cli import make_parser  # the run verb's parser: the one source of its options
-
-    parser = make_parser()
-    try:
-        parser.parse_args(["run", *run_args, "--out", "-"])
-    except SystemExit as exc:  # argparse has printed its message
-        raise RunArgsError(f"bad run options: {' '.join(run_args)}") from exc
-
-
-def default_run_factory(run_args: list[str]) -> Callable[[Path], int]:
-    """loadtest.runner.run_from_args(argv, out_dir) -> exit code, bound to the checked run options."""
-    from loadtest.runner import run_from_args
-
-    check_run_args(run_args)
-    return lambda run_dir: run_from_args(list(run_args), run_dir)
-
-
 def cmd_nightly(args: argparse.Namespace) -> int:
     from loadtest.report.nightly import nightly
 
@@ -281,19 +260,16 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     run_args = list(args.run_args or [])
     if args.config and "--config" not in run_args:
         run_args = ["--config", str(args.config), *run_args]  # one config drives both the run and its budget
-    factory: RunFactory = args.run_factory or default_run_factory
+    factory: RunFactory | None = args.run_factory
+    if factory is None:
+        print("error: nightly has no run function (register it with add_report_commands(sub, run_factory))",
+              file=sys.stderr)
+        return EXIT_RUN_FAILED
     try:
         run_fn = factory(run_args)
     except RunArgsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except ImportError as exc:
-        print(
-            "error: nightly needs a run function: loadtest.runner.run_from_args(argv, out_dir) -> int "
-            f"is not available ({exc})",
-            file=sys.stderr,
-        )
-        return EXIT_RUN_FAILED
     res = nightly(args.history, run_fn, thresholds, target, args.tolerance_pct, args.tolerance_ms)
     _print_result(res.report)
     base = res.baseline_dir.name if res.baseline_dir else "none (no good run yet)"

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from loadtest.report.html import comparison_section
 from loadtest.report.html_common import e, figure, ms, page, pct, table
-from loadtest.report.model import ChartFile, Comparison, Rates
-
-if TYPE_CHECKING:
-    from loadtest.report.nightly import HistoryEntry
+from loadtest.report.model import ChartFile, Comparison, HistoryEntry, Rates
 
 
 def _rates_rows(base: Rates | None, cand: Rates | None) -> list[tuple[str, str, str]]:

@@ -5,43 +5,18 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow.parquet as pq
 
-from loadtest.report.model import EXTRA_METRICS, STAGES
+from loadtest.report.frame import JOURNAL_DIR, REPORT_COLUMNS, SAMPLES_FILE, LoadedSamples, normalise
+from loadtest.report.journal_io import load_journal
 
-SAMPLES_FILE = "samples.parquet"
-JOURNAL_DIR = "journal"
 RUN_FAILED_FILE = "run-failed.json"
 RUN_META_FILE = "run-meta.json"  # optional RunMetadata fields, written by whoever knows them
-RUN_JSON_FILE = "run.json"  # what loadtest.runner records at the start of a run
-
-# Only what the report uses is read: at 1M rows the text columns (transcripts, references) would cost
-# more memory than everything else together.
-REPORT_COLUMNS: tuple[str, ...] = (
-    "run_id",
-    "worker",
-    "conversation",
-    "wall_start",
-    "status",
-    "status_stage",
-    "error",
-    "active_users",
-    *(f"{s}_ms" for s in STAGES),
-    *EXTRA_METRICS,
-)
-
-
-@dataclass
-class LoadedSamples:
-    frame: pd.DataFrame
-    source: str  # "samples.parquet" | "journal" | "none"
-    partial: bool = False
-    notes: list[str] = field(default_factory=list)
+RUN_JSON_FILE = "run.json"  # what the run records at its start
 
 
 def load_samples(run_dir: Path, all_columns: bool = False) -> LoadedSamples:
@@ -54,32 +29,10 @@ def load_samples(run_dir: Path, all_columns: bool = False) -> LoadedSamples:
         return LoadedSamples(normalise(frame), SAMPLES_FILE)
     shards = sorted((run_dir / JOURNAL_DIR).glob("*.jsonl"))
     if shards:
-        from loadtest.report.journal_io import load_journal  # imports io: deferred to avoid a cycle
-
         return load_journal(shards, all_columns)
     return LoadedSamples(normalise(pd.DataFrame()), "none")
 
 
-def normalise(frame: pd.DataFrame) -> pd.DataFrame:
-    """Give every column the report reads a predictable dtype; absent columns become all-missing."""
-    out = frame.copy() if not frame.empty else pd.DataFrame(index=pd.RangeIndex(0))
-    n = len(out)
-    for col in (*(f"{s}_ms" for s in STAGES), *EXTRA_METRICS, "wall_start"):
-        if col in out.columns:
-            out[col] = pd.to_numeric(out[col], errors="coerce").astype("float64")
-        else:
-            out[col] = pd.Series([float("nan")] * n, index=out.index, dtype="float64")
-    if "active_users" in out.columns:
-        out["active_users"] = pd.to_numeric(out["active_users"], errors="coerce").astype("float64")
-    else:
-        out["active_users"] = pd.Series([float("nan")] * n, index=out.index, dtype="float64")
-    for col in ("status", "status_stage", "error", "worker", "conversation", "run_id"):
-        if col not in out.columns:
-            out[col] = pd.Series([None] * n, index=out.index, dtype="object")
-    # Categorical: 1M repeated short strings cost ~1 byte each instead of a Python object each.
-    for col in ("status", "status_stage", "worker"):
-        out[col] = out[col].astype("category")
-    return out
 
 
 def read_run_failed(run_dir: Path) -> str | None:

@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 from pyarrow import json as pajson
 
-from loadtest.report.io import JOURNAL_DIR, REPORT_COLUMNS, LoadedSamples, normalise
+from loadtest.report.frame import JOURNAL_DIR, REPORT_COLUMNS, LoadedSamples, normalise
 
 _TEXT = ("run_id", "worker", "conversation", "status", "status_stage", "error", "utterance_id")
 SCHEMA = pa.schema(

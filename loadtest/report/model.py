@@ -5,6 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# The exit codes live with the errors; the report modules read them from here.
+from loadtest.errors import EXIT_OK as EXIT_OK
+from loadtest.errors import EXIT_REGRESSION as EXIT_REGRESSION
+from loadtest.errors import EXIT_RUN_FAILED as EXIT_RUN_FAILED
+from loadtest.errors import EXIT_THRESHOLD_FAILED as EXIT_THRESHOLD_FAILED
+
 SCHEMA_VERSION = 1
 
 # Stage columns in the raw samples (`<stage>_ms`), in pipeline order.
@@ -32,11 +38,6 @@ DEFAULT_TARGET_MS = 1500.0
 # A regression: p95 worse by more than both of these (and significantly so).
 DEFAULT_TOLERANCE_PCT = 5.0
 DEFAULT_TOLERANCE_MS = 20.0
-
-EXIT_OK = 0
-EXIT_THRESHOLD_FAILED = 1
-EXIT_REGRESSION = 2
-EXIT_RUN_FAILED = 3
 
 
 @dataclass(frozen=True)
@@ -245,3 +246,29 @@ class ReportResult:
     @property
     def partial(self) -> bool:
         return self.summary.partial
+
+
+@dataclass
+class HistoryEntry:
+    """One nightly run as index.json records it."""
+
+    id: str
+    dir: str  # relative to the history directory
+    started_at: str
+    finished_at: str
+    exit_code: int  # the nightly's final exit code: 0 marks a good run (a future baseline)
+    run_exit_code: int  # what run_fn returned
+    verdict: str
+    partial: bool
+    baseline: str | None
+    regressions: list[str]
+    sent: int
+    error_rate: float | None
+    timeout_rate: float | None
+    e2e_under_target: float | None
+    p50: dict[str, float | None] = field(default_factory=dict)
+    p95: dict[str, float | None] = field(default_factory=dict)
+
+    @property
+    def good(self) -> bool:
+        return self.exit_code == EXIT_OK

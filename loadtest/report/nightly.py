@@ -15,7 +15,7 @@ import logging
 import math
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,9 +27,9 @@ from loadtest.report.model import (
     DEFAULT_TARGET_MS,
     DEFAULT_TOLERANCE_MS,
     DEFAULT_TOLERANCE_PCT,
-    EXIT_OK,
     EXIT_RUN_FAILED,
     SCHEMA_VERSION,
+    HistoryEntry,
     ReportResult,
 )
 from loadtest.report.report import build_report
@@ -38,32 +38,6 @@ log = logging.getLogger(__name__)
 
 INDEX_FILE = "index.json"
 RunFn = Callable[[Path], int]
-
-
-@dataclass
-class HistoryEntry:
-    """One nightly run as index.json records it."""
-
-    id: str
-    dir: str  # relative to the history directory
-    started_at: str
-    finished_at: str
-    exit_code: int  # the nightly's final exit code: 0 marks a good run (a future baseline)
-    run_exit_code: int  # what run_fn returned
-    verdict: str
-    partial: bool
-    baseline: str | None
-    regressions: list[str]
-    sent: int
-    error_rate: float | None
-    timeout_rate: float | None
-    e2e_under_target: float | None
-    p50: dict[str, float | None] = field(default_factory=dict)
-    p95: dict[str, float | None] = field(default_factory=dict)
-
-    @property
-    def good(self) -> bool:
-        return self.exit_code == EXIT_OK
 
 
 @dataclass(frozen=True)

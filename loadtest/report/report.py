@@ -14,9 +14,10 @@ from loadtest.report.aggregate import summarise
 from loadtest.report.charts import render_run_charts
 from loadtest.report.charts_compare import compare_charts
 from loadtest.report.compare import CompareError, compare_runs, few_samples_warning
+from loadtest.report.frame import LoadedSamples, normalise
 from loadtest.report.html import render_report
 from loadtest.report.html_compare import render_compare
-from loadtest.report.io import LoadedSamples, load_samples, normalise, read_run_failed, write_csv, write_json
+from loadtest.report.io import load_samples, read_run_failed, write_csv, write_json
 from loadtest.report.io import write_text as write_text_file
 from loadtest.report.meta import resolve_metadata
 from loadtest.report.model import (

@@ -11,7 +11,9 @@ import pandas as pd
 
 from loadtest.config import RunConfig
 from loadtest.fixtures import FixtureLibrary
-from loadtest.runner import Target, execute_run, prepare_run_dir
+from loadtest.rundir import prepare_run_dir
+from loadtest.runner import execute_run
+from loadtest.target import Target
 from sut.config import load_stack_config
 from sut.stack import ReferenceStack, StackInfo
 

@@ -16,8 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.preflight import config_from_stack, preflight_before_run, run_preflight_sync, to_markdown
+from loadtest.preflight.audit import run_preflight_sync
+from loadtest.preflight.command import preflight_before_run
+from loadtest.preflight.config import config_from_stack
 from loadtest.preflight.model import CheckResult, PreflightReport
+from loadtest.preflight.report import to_markdown
 from sut.stack import StackInfo
 from tests.integration.stackrun import running_stack
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from loadtest.report.aggregate import active_callers, summarise
-from loadtest.report.io import LoadedSamples, normalise
+from loadtest.report.frame import LoadedSamples, normalise
 from loadtest.report.model import RunMetadata
 from loadtest.report.synthetic import SyntheticSpec, make_samples
 

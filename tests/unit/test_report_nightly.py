@@ -10,14 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.report.commands import (
-    EXIT_USAGE,
-    RunArgsError,
-    add_report_commands,
-    check_run_args,
-    default_run_factory,
-    split_run_args,
-)
+from loadtest.cli import check_run_args, nightly_run_factory
+from loadtest.errors import EXIT_USAGE
+from loadtest.report.commands import RunArgsError, add_report_commands, split_run_args
 from loadtest.report.nightly import load_index, nightly
 from loadtest.report.synthetic import SyntheticSpec, make_samples, write_run
 
@@ -195,7 +190,7 @@ def test_bad_run_options_are_usage_errors_before_anything_runs(tmp_path: Path, r
     with pytest.raises(RunArgsError):
         check_run_args(run_args)
     hist = tmp_path / "h"
-    assert _main(["nightly", "--history", str(hist), *run_args], default_run_factory) == EXIT_USAGE
+    assert _main(["nightly", "--history", str(hist), *run_args], nightly_run_factory) == EXIT_USAGE
     assert load_index(hist) == []  # nothing ran, nothing recorded
     check_run_args(["--callers", "2", "--duration", "20", "--port-offset", "520"])  # the good ones pass
 
@@ -208,11 +203,9 @@ def test_a_run_that_exits_is_a_failed_run(tmp_path: Path) -> None:
     assert res.exit_code == 3 and (res.run_dir / "run-failed.json").is_file()
 
 
-def test_cli_nightly_without_runner_is_a_clear_error(
+def test_cli_nightly_without_a_run_function_is_a_clear_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def factory(argv: list[str]) -> Callable[[Path], int]:
-        raise ImportError("No module named 'loadtest.runner'")
-
-    assert _main(["nightly", "--history", str(tmp_path)], factory) == 3
-    assert "run_from_args" in capsys.readouterr().err
+    assert _main(["nightly", "--history", str(tmp_path)], None) == 3
+    assert "no run function" in capsys.readouterr().err
+    assert load_index(tmp_path) == []

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from loadtest.report.aggregate import summarise
-from loadtest.report.io import LoadedSamples, normalise
+from loadtest.report.frame import LoadedSamples, normalise
 from loadtest.report.model import RunMetadata, RunSummary
 from loadtest.report.thresholds import (
     ThresholdError,

@@ -1,0 +1,202 @@
+"""``loadtest run``: its options, the target (given, or the embedded reference stack), preflight, an engine,
+the report.
+
+Registering the verb imports nothing heavy; the engines (aiortc, locust's child process) and the
+reference stack load only when the verb runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from loadtest.config import RunConfig, load_run_config
+from loadtest.errors import RunError, RunFailed
+from loadtest.ice import TURN_CREDENTIAL_ENV, parse_ice_flag
+from loadtest.rundir import prepare_run_dir, write_failure
+from loadtest.target import Target
+
+if TYPE_CHECKING:
+    from loadtest.fixtures import FixtureLibrary
+    from loadtest.locust_run import SwarmOptions
+
+
+def add_run_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run callers against a target (default: the embedded reference stack)")
+    p.add_argument("--config", help="run config TOML (flags below override it)")
+    p.add_argument("--target", help="gateway URL through its proxy, e.g. https://host:443 "
+                                    "(default: start the reference stack)")
+    p.add_argument("--ca-cert", help="PEM bundle that signs the target's certificate")
+    p.add_argument("--insecure", action="store_true", default=None,
+                   help="do not verify the target's certificate (recorded in the report)")
+    p.add_argument("--profile", help="signaling profile name or TOML path (default: reference)")
+    p.add_argument("--callers", type=int, help="concurrent conversations (speaker + listener each)")
+    p.add_argument("--duration", type=float, help="seconds each caller speaks")
+    p.add_argument("--interval", type=float, help="planned seconds between utterance starts")
+    p.add_argument("--response-timeout", type=float, help="seconds an utterance may wait for its result")
+    p.add_argument("--fixtures", help="fixture manifest (default: fixtures/audio/manifest.json)")
+    p.add_argument("--stack-config", help="reference stack config name or TOML (without --target)")
+    p.add_argument("--port-offset", type=int, help="shift the reference stack's ports")
+    p.add_argument("--out", default="reports/latest", help="run directory to write (default: %(default)s)")
+    p.add_argument("--engine", choices=["locust", "direct"], default="locust",
+                   help="locust users (default) or one in-process asyncio loop without locust")
+    p.add_argument("--skip-preflight", action="store_true", help="do not audit the target before the run")
+    p.add_argument("--ice-address", help="local ICE host addresses, comma-separated, or \"auto\" (default: "
+                                         "loopback for a loopback target, else every interface)")
+    p.add_argument("--relay-only", action="store_true", default=None,
+                   help="relay all media through --turn-url (ICE transport policy \"relay\")")
+    p.add_argument("--turn-url", help="TURN server for --relay-only, e.g. turn:turn.example:3478")
+    p.add_argument("--turn-username", help="TURN user name")
+    p.add_argument("--turn-credential", help=f"TURN password (better: ${TURN_CREDENTIAL_ENV}); never written "
+                                             "to the run directory")
+    swarm = p.add_argument_group("swarm (locust engine)")
+    swarm.add_argument("--spawn-rate", type=float, default=1.0, help="callers started per second")
+    swarm.add_argument("--shape", choices=["steady", "step", "spike"], default="steady")
+    swarm.add_argument("--step-users", type=int, default=1, help="step: callers added per step")
+    swarm.add_argument("--step-time", type=float, default=30.0, help="step: seconds per step")
+    swarm.add_argument("--spike-users", type=int, default=0, help="spike: callers at the peak")
+    swarm.add_argument("--spike-at", type=float, default=20.0, help="spike: seconds before the spike")
+    swarm.add_argument("--spike-time", type=float, default=10.0, help="spike: seconds the spike lasts")
+    swarm.add_argument("--processes", type=int, default=0, help="locust worker processes (-1: one per core)")
+    swarm.add_argument("--master", action="store_true", help="run as locust master for remote workers")
+    swarm.add_argument("--expect-workers", type=int, default=1, help="master: workers to wait for")
+    swarm.add_argument("--worker", action="store_true", help="run as a locust worker of --master-host")
+    swarm.add_argument("--master-host", default="127.0.0.1", help="worker: the master's address")
+    p.set_defaults(func=cmd_run)
+
+
+def build_config(args: argparse.Namespace) -> RunConfig:
+    cfg = load_run_config(args.config)
+    return cfg.with_overrides(
+        target={"url": args.target, "ca_cert": args.ca_cert, "insecure": args.insecure,
+                "profile": args.profile, "ice_addresses": parse_ice_flag(args.ice_address),
+                "relay_only": args.relay_only, "turn_url": args.turn_url, "turn_username": args.turn_username,
+                "turn_credential": args.turn_credential or os.environ.get(TURN_CREDENTIAL_ENV)},
+        scenario={"callers": args.callers, "duration_s": args.duration, "utterance_interval_s": args.interval,
+                  "response_timeout_s": args.response_timeout, "fixtures": args.fixtures},
+        stack={"config": args.stack_config, "port_offset": args.port_offset},
+    )
+
+
+@contextlib.contextmanager
+def resolved_target(cfg: RunConfig) -> Iterator[Target]:
+    """The configured target, or the embedded reference stack started for this run and stopped after."""
+    if cfg.target.url:
+        yield Target(cfg.target.url, cfg.target.ca_cert, cfg.target.insecure)
+        return
+    from sut.config import StackConfigError, load_stack_config
+    from sut.stack import ReferenceStack, StackError
+
+    try:
+        stack_cfg = load_stack_config(cfg.stack.config).with_port_offset(cfg.stack.port_offset)
+    except StackConfigError as exc:
+        raise RunFailed(str(exc)) from None
+    stack = ReferenceStack(stack_cfg, Path(cfg.stack.state_dir))
+    print(f"starting the reference stack ({stack_cfg.name}) …", file=sys.stderr, flush=True)
+    try:
+        info = stack.start()
+    except StackError as exc:
+        stack.stop()
+        raise RunFailed(f"reference stack failed to start: {exc}") from None
+    try:
+        yield Target(info.target_url, str(info.ca_cert), False)
+    finally:
+        print("stopping the reference stack …", file=sys.stderr, flush=True)
+        stack.stop()
+
+
+def swarm_options(args: argparse.Namespace) -> SwarmOptions:
+    from loadtest.locust_run import SwarmOptions
+
+    return SwarmOptions(
+        spawn_rate=args.spawn_rate, shape=args.shape, step_users=args.step_users, step_time_s=args.step_time,
+        spike_users=args.spike_users, spike_at_s=args.spike_at, spike_time_s=args.spike_time,
+        processes=args.processes, master=args.master, expect_workers=args.expect_workers,
+        worker=args.worker, master_host=args.master_host)
+
+
+def warn_about_plan(cfg: RunConfig, library: FixtureLibrary) -> None:
+    longest = max(library.fixture(i).duration_s for i in cfg.scenario.fixture_ids or library.ids)
+    if longest + 0.5 > cfg.scenario.utterance_interval_s:
+        print(f"warning: utterance interval {cfg.scenario.utterance_interval_s:.1f} s leaves less than 0.5 s "
+              f"after the longest clip ({longest:.1f} s): utterances will run together", file=sys.stderr)
+
+
+def probe_target(cfg: RunConfig, target: Target) -> None:
+    """One Socket.IO connection to the target, so a wrong URL or CA fails fast with its reason."""
+    import asyncio
+
+    from loadtest.profile import load_profile
+    from loadtest.signaling import SignalingChannel
+    from loadtest.target import ssl_context
+
+    async def probe() -> None:
+        channel = SignalingChannel(target.url, load_profile(cfg.target.profile), ssl_context(target),
+                                   cfg.scenario.connect_timeout_s)
+        await channel.connect(cfg.scenario.connect_timeout_s)
+        await channel.close()
+
+    asyncio.run(probe())
+
+
+def _turn_override(cfg: RunConfig) -> dict[str, Any]:
+    """A relay-only run's TURN server is audited too (allocation and relayed media) before it is relied on."""
+    from loadtest.preflight.config import TurnServer
+
+    t = cfg.target
+    return {"turn": (TurnServer(t.turn_url, t.turn_username, t.turn_credential),)} if t.turn_url else {}
+
+
+def audit(cfg: RunConfig, target: Target, run_dir: Path) -> None:
+    """The connectivity audit before the swarm (preflight.json/md in the run directory)."""
+    from loadtest.preflight.command import preflight_before_run
+
+    report = preflight_before_run(
+        target.url, target.ca_cert, target.insecure, cfg.target.profile,
+        state_dir=None if cfg.target.url else Path(cfg.stack.state_dir), out_dir=run_dir,
+        ice_addresses=cfg.target.ice_addresses, auth_token=cfg.target.auth_token, **_turn_override(cfg))
+    if report.exit_code() != 0:
+        failed = "; ".join(f"{c.key}: {c.evidence}" for c in report.failed)
+        raise RunFailed(f"preflight failed (use --skip-preflight to run anyway): {failed}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from loadtest.fixtures import FixtureLibrary
+    from loadtest.profile import load_profile
+
+    cfg = build_config(args)
+    load_profile(cfg.target.profile)
+    library = FixtureLibrary(Path(cfg.scenario.fixtures))
+    library.require(cfg.scenario.fixture_ids)
+    warn_about_plan(cfg, library)
+    run_dir = prepare_run_dir(Path(args.out))
+    swarm = swarm_options(args)
+    try:
+        with resolved_target(cfg) as target:
+            s = cfg.scenario
+            print(f"target {target.url}: {s.callers} caller(s) for {s.duration_s:.0f} s ({args.engine})",
+                  file=sys.stderr, flush=True)
+            probe_target(cfg, target)
+            if not args.skip_preflight and not swarm.worker:
+                audit(cfg, target, run_dir)
+            if args.engine == "direct":
+                from loadtest.runner import execute_run
+
+                execute_run(cfg, target, run_dir, library)
+            else:
+                from loadtest.locust_run import execute_swarm
+
+                execute_swarm(cfg, target, run_dir, swarm)
+    except RunError as exc:
+        write_failure(run_dir, str(exc))
+        raise
+    if swarm.worker:
+        return 0
+    from loadtest.report.build import report_run
+
+    return report_run(run_dir, cfg)
