@@ -79,7 +79,7 @@ from procstat import (  # noqa: E402 -- bench/ is this script's own directory
 from loadtest.config import RunConfig  # noqa: E402
 from loadtest.fixtures import EncodedClip, FixtureLibrary, silence_packet  # noqa: E402
 from loadtest.ice import choose_ice  # noqa: E402
-from loadtest.profile import load_profile  # noqa: E402
+from loadtest.profile_file import load_profile  # noqa: E402
 from loadtest.rows import ActiveUsers  # noqa: E402
 from loadtest.target import Target, ssl_context  # noqa: E402
 from loadtest.timeline import Status, UtteranceTimeline, outcome  # noqa: E402

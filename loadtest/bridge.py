@@ -2,7 +2,8 @@
 
 ``import locust`` monkey-patches threading, select and selectors. An asyncio loop on the patched
 default selector dies with LoopExit, and a patched ``threading.Thread`` is a greenlet, not an OS thread
-(even ``gevent.monkey.get_original('threading', 'Thread')`` gives one). So the media loop runs on a native thread (the original ``_thread.start_new_thread``) with
+(even ``gevent.monkey.get_original('threading', 'Thread')`` gives one). So the media loop runs on a
+native thread (the original ``_thread.start_new_thread``) with
 a selector built on the original ``select.epoll``; results come back to greenlets through a libev async
 watcher, whose ``send()`` is safe to call from another thread.
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loadtest.config import RunConfig
+from loadtest.credentials import AUTH_TOKEN_ENV
 from loadtest.errors import RunFailed
 from loadtest.ice import TURN_CREDENTIAL_ENV, choose_ice
 from loadtest.journal import merge_to_parquet
@@ -79,6 +80,9 @@ def child_env(cfg: RunConfig) -> dict[str, str]:
     """locust's environment: ours, plus a relay-only run's TURN credential (never on its command line)."""
     env = dict(os.environ)
     env.pop(TURN_CREDENTIAL_ENV, None)
+    env.pop(AUTH_TOKEN_ENV, None)
+    if cfg.target.auth_token:
+        env[AUTH_TOKEN_ENV] = cfg.target.auth_token
     if cfg.target.relay_only and cfg.target.turn_credential:
         env[TURN_CREDENTIAL_ENV] = cfg.target.turn_credential
     return env

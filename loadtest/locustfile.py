@@ -26,10 +26,11 @@ from locust.runners import MasterRunner, WorkerRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # locust -f imports this file by path
 
+from loadtest.credentials import AUTH_TOKEN_ENV, credentials_for  # noqa: E402
 from loadtest.fixtures import DEFAULT_MANIFEST, FixtureLibrary  # noqa: E402
 from loadtest.ice import TURN_CREDENTIAL_ENV, TurnRelay  # noqa: E402
 from loadtest.journal import JournalShard  # noqa: E402
-from loadtest.profile import load_profile  # noqa: E402
+from loadtest.profile_file import load_profile  # noqa: E402
 from loadtest.rundir import new_run_id  # noqa: E402
 from loadtest.shapes import ShapeSpec, target  # noqa: E402
 from loadtest.swarm import (  # noqa: E402
@@ -97,11 +98,13 @@ def _settings(environment: Any) -> SwarmSettings:
     fixture_ids = [i for i in opts.fixture_ids.split(",") if i] or library.ids
     library.require(fixture_ids)
     tls: ssl.SSLContext | bool = ssl_context(Target(environment.host, opts.ca_cert, opts.insecure))
+    profile = load_profile(opts.signaling_profile)
     options = ClientOptions(
-        url=environment.host, profile=load_profile(opts.signaling_profile), ssl_context=tls,
+        url=environment.host, profile=profile, ssl_context=tls,
         connect_timeout_s=opts.connect_timeout, request_timeout_s=opts.connect_timeout,
         response_timeout_s=opts.response_timeout, source_language=opts.source_language,
-        target_language=opts.target_language, relay=_relay(opts))
+        target_language=opts.target_language, relay=_relay(opts),
+        credentials=credentials_for(profile, os.environ.get(AUTH_TOKEN_ENV, "")))
     return SwarmSettings(
         options=options, library=library, fixture_ids=fixture_ids, interval_s=opts.interval,
         run_dir=Path(opts.run_dir), run_id=opts.run_id or new_run_id(),

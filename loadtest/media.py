@@ -2,10 +2,10 @@
 
 Send: ``UtteranceTrack`` hands aiortc packets that are already Opus, so aiortc packs them without
 encoding (measured: one process holds ~8 sender/receiver pairs per core with an Opus encoder per
-client, ~100 with pre-encoded packets and no decoder: the encoder is what collapses capacity); ``attach_sender`` feeds the payloads to
-the sender directly, ``recv()`` gives the same as ``av.Packet``s. Packets leave on a fixed 20 ms grid,
-the grids of all tracks of a loop paced by one shared timer; the send time of each utterance's first
-and last voiced packet is recorded.
+client, ~100 with pre-encoded packets and no decoder: the encoder is what collapses capacity);
+``attach_sender`` feeds the payloads to the sender directly, ``recv()`` gives the same as
+``av.Packet``s. Packets leave on a fixed 20 ms grid, the grids of all tracks of a loop paced by one
+shared timer; the send time of each utterance's first and last voiced packet is recorded.
 
 Receive: ``TranslatedAudioMonitor`` sees each RTP packet of the translated-speech consumer as it
 arrives, before aiortc's jitter buffer (which adds ~80 ms) and without decoding it; the first packet of

@@ -1,31 +1,35 @@
-"""The gateway's signaling dialect, as data (see profiles/reference.toml and docs/protocol.md).
+"""The gateway's signaling dialect, as data (see profiles/*.toml and docs/protocol.md).
 
-Public mediasoup apps disagree on event names, payload shapes and where answers keep their fields;
-users adapt a profile file, not code.
+Public mediasoup apps disagree on event names, payload shapes, where answers keep their fields, how a
+caller joins and which producer carries what; users adapt a profile file, not code. The file is read by
+profile_file.py; this module holds the records and the two operations every request and event needs:
+filling a payload template from the session's variables, and following a dotted path into an answer.
 """
 
 from __future__ import annotations
 
-import tomllib
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 from loadtest.errors import UsageError
 
-PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
-REQUESTS = ("join", "create_transport", "connect_transport", "produce", "consume", "resume_consumer")
+MODES = ("pipeline", "sfu")
+# Requests every profile names; resume_consumer is optional (consumers that start unpaused need none).
+REQUIRED_REQUESTS = ("create_transport", "connect_transport", "produce", "consume")
+OPTIONAL_REQUESTS = ("resume_consumer",)
 EVENTS = {
     "transcription": ("utterance_id", "producer_id", "text"),
     "translation": ("utterance_id", "text"),
     "tts": ("utterance_id",),
     "error": ("utterance_id", "stage", "error"),
 }
+PIPELINE_EVENTS = ("transcription", "translation", "tts")  # required in mode "pipeline"
 OPTIONAL_EVENT_FIELDS = {"server_ts", "speech_end_ts", "tts_producer_id", "rtp_timestamp", "duration_ms"}
+ROLES = ("speaker", "listener")
 
 
 class ProfileError(UsageError):
-    """The profile file is wrong; the message names the key."""
+    """The profile file is wrong, or a request cannot be built from it; the message names the key."""
 
 
 class MissingField(LookupError):
@@ -33,37 +37,27 @@ class MissingField(LookupError):
 
 
 def lookup(obj: Any, path: str) -> Any:
-    """Follow a dotted path; raise MissingField naming the path when a step is absent."""
+    """Follow a dotted path (`a.b`, `items.0.id`); MissingField names the path when a step is absent."""
     if path == "":
         return obj
     current = obj
     for part in path.split("."):
         if isinstance(current, dict) and part in current:
             current = current[part]
+        elif isinstance(current, list) and part.isdigit() and int(part) < len(current):
+            current = current[int(part)]
         else:
             raise MissingField(path)
     return current
 
 
-@dataclass(frozen=True)
-class RequestSpec:
-    name: str
-    event: str
-    payload: dict[str, Any]
-    response: dict[str, str]
-
-    def build(self, variables: dict[str, Any]) -> dict[str, Any]:
-        return _fill(self.payload, variables, f"requests.{self.name}.payload")
-
-    def parse(self, data: Any) -> dict[str, Any]:
-        return {key: lookup(data, path) for key, path in self.response.items()}
-
-
-def _fill(template: Any, variables: dict[str, Any], where: str) -> Any:
+def fill(template: Any, variables: dict[str, Any], where: str) -> Any:
+    """A payload from its template: a string that is exactly "{name}" becomes the variable itself (a dict
+    stays a dict); other strings are formatted; tables and arrays are filled element by element."""
     if isinstance(template, dict):
-        return {k: _fill(v, variables, f"{where}.{k}") for k, v in template.items()}
+        return {k: fill(v, variables, f"{where}.{k}") for k, v in template.items()}
     if isinstance(template, list):
-        return [_fill(v, variables, where) for v in template]
+        return [fill(v, variables, f"{where}[{i}]") for i, v in enumerate(template)]
     if isinstance(template, str):
         if template.startswith("{") and template.endswith("}") and template.count("{") == 1:
             name = template[1:-1]
@@ -73,8 +67,27 @@ def _fill(template: Any, variables: dict[str, Any], where: str) -> Any:
         try:
             return template.format(**variables)
         except KeyError as exc:
-            raise ProfileError(f"{where}: unknown placeholder {exc}") from None
+            raise ProfileError(f"{where}: unknown placeholder {{{exc.args[0]}}} "
+                               f"(known: {sorted(variables)})") from None
+        except (IndexError, ValueError) as exc:
+            raise ProfileError(f"{where}: bad template {template!r}: {exc}") from None
     return template
+
+
+@dataclass(frozen=True)
+class RequestSpec:
+    name: str
+    event: str
+    payload: dict[str, Any]
+    response: dict[str, str]  # session variable ← dotted path into the answer's data
+    timeout_s: float | None = None  # None: the client's default request timeout
+    expect: str | None = None  # a plain-string answer must equal this
+
+    def build(self, variables: dict[str, Any]) -> dict[str, Any]:
+        return fill(self.payload, variables, f"requests.{self.name}.payload")
+
+    def parse(self, data: Any) -> dict[str, Any]:
+        return {key: lookup(data, path) for key, path in self.response.items()}
 
 
 @dataclass(frozen=True)
@@ -99,137 +112,98 @@ class EventSpec:
 
 @dataclass(frozen=True)
 class AckSpec:
-    ok_path: str
-    data_path: str
-    error_path: str
+    """Where an answer keeps its verdict. With `ok_path` the answer is wrapped ({ok, data, error});
+    without it the answer is bare: the data itself, or a failure when `error_path` is present in it."""
+
+    ok_path: str = ""
+    data_path: str = ""
+    error_path: str = ""
+
+
+@dataclass(frozen=True)
+class MatchRule:
+    """One condition on an announced producer: the value at `field` equals (or, negated, differs from) the
+    filled template `value`. A rule whose field is absent does not hold (a negated one does)."""
+
+    field: str
+    value: str
+    negate: bool = False
+
+    def holds(self, info: Any, variables: dict[str, Any]) -> bool:
+        expected = str(fill(self.value, variables, f"producers.consume.{self.field}"))
+        try:
+            actual = lookup(info, self.field)
+        except MissingField:
+            return self.negate
+        return (str(actual) == expected) != self.negate
 
 
 @dataclass(frozen=True)
 class ProducerSpec:
     announce_event: str
-    id: str
-    type: str
-    source: str
-    translated_type: str
+    id: str  # dotted path of the producer id in one announcement
+    consume: tuple[MatchRule, ...]  # every rule must hold for the listener to consume the producer
+    list_path: str = ""  # where a list of announcements sits in the event's payload ("" = the payload)
+
+
+@dataclass(frozen=True)
+class CredentialSpec:
+    """How each caller authenticates; secrets are read when a run starts and never written anywhere."""
+
+    kind: str = "none"  # none | static | file | jwt
+    token: str = ""  # static (overridden by the run's auth_token)
+    path: str = ""  # file: one token per line; caller k uses line k (mod lines)
+    secret: str = field(default="", repr=False)  # jwt: the signing secret, or …
+    secret_env: str = ""  # … the environment variable that holds it
+    algorithm: str = "HS256"
+    claims: dict[str, Any] = field(default_factory=dict)  # templates, e.g. {sub = "{peer}"}
+    ttl_s: float = 3600.0
+
+
+@dataclass(frozen=True)
+class SocketIoSpec:
+    path: str = "socket.io"
+    namespace: str = "/"
+    transports: tuple[str, ...] = ("websocket",)
+    auth: dict[str, Any] = field(default_factory=dict)  # handshake auth payload (templates)
+    headers: dict[str, str] = field(default_factory=dict)  # handshake HTTP headers (templates)
+    query: dict[str, str] = field(default_factory=dict)  # handshake query parameters (templates)
 
 
 @dataclass(frozen=True)
 class SignalingProfile:
     name: str
-    socketio_path: str
-    namespace: str
-    transports: tuple[str, ...]
-    auth: dict[str, Any]
+    version: int
+    mode: str
+    socketio: SocketIoSpec
     ack: AckSpec
     join_sequence: tuple[str, ...]
+    role_sequences: dict[str, tuple[str, ...]]  # extra steps per role, after the join
     requests: dict[str, RequestSpec]
     producers: ProducerSpec
     events: dict[str, EventSpec]
+    values: dict[str, dict[str, str]]  # variable → {our value: the gateway's word}
+    credentials: CredentialSpec
     server_ts_scale: float
+    base_dir: str = ""  # the profile file's folder: relative paths in it (a token file) start here
 
+    def steps(self, role: str) -> tuple[str, ...]:
+        """The requests a caller of this role sends after connecting, before any transport."""
+        return self.join_sequence + self.role_sequences.get(role, ())
 
-def _table(doc: dict[str, Any], key: str, where: str) -> dict[str, Any]:
-    value = doc.get(key)
-    if not isinstance(value, dict):
-        raise ProfileError(f"{where}: missing table [{key}]")
-    return value
+    def has_request(self, name: str) -> bool:
+        return name in self.requests
 
+    def mapped(self, variables: dict[str, Any]) -> dict[str, Any]:
+        """The variables with the gateway's words for our values (e.g. direction send → "producer")."""
+        out = dict(variables)
+        for name, table in self.values.items():
+            if name in out and str(out[name]) in table:
+                out[name] = table[str(out[name])]
+        return out
 
-def _only(table: dict[str, Any], allowed: set[str], where: str) -> None:
-    for key in table:
-        if key not in allowed:
-            raise ProfileError(f"unknown profile key '{where}.{key}' (known: {', '.join(sorted(allowed))})")
-
-
-def _str(table: dict[str, Any], key: str, where: str) -> str:
-    value = table.get(key)
-    if not isinstance(value, str):
-        raise ProfileError(f"profile key '{where}.{key}' must be a string")
-    return value
-
-
-def resolve_profile_path(name_or_path: str | Path) -> Path:
-    path = Path(name_or_path)
-    if path.suffix == ".toml" and path.exists():
-        return path
-    bundled = PROFILE_DIR / f"{name_or_path}.toml"
-    if bundled.exists():
-        return bundled
-    raise ProfileError(f"signaling profile not found: {name_or_path}")
-
-
-def load_profile(name_or_path: str | Path = "reference") -> SignalingProfile:
-    path = resolve_profile_path(name_or_path)
-    try:
-        doc = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ProfileError(f"{path}: not valid TOML: {exc}") from None
-    try:
-        return _parse(doc, path.stem)
-    except ProfileError as exc:
-        raise ProfileError(f"{path.name}: {exc}") from None
-
-
-def _parse(doc: dict[str, Any], name: str) -> SignalingProfile:
-    _only(doc, {"socketio", "ack", "sequence", "requests", "producers", "events", "timestamps"}, "profile")
-    sio = _table(doc, "socketio", "profile")
-    _only(sio, {"path", "namespace", "transports", "auth"}, "socketio")
-    ack = _table(doc, "ack", "profile")
-    _only(ack, {"ok_path", "data_path", "error_path"}, "ack")
-    seq = _table(doc, "sequence", "profile")
-    _only(seq, {"join"}, "sequence")
-    requests = _parse_requests(_table(doc, "requests", "profile"))
-    join = tuple(seq.get("join", []))
-    for step in join:
-        if step not in requests:
-            raise ProfileError(f"'sequence.join' names request '{step}' that has no [requests.{step}]")
-    prod = _table(doc, "producers", "profile")
-    _only(prod, {"announce_event", "id", "type", "source", "translated_type"}, "producers")
-    stamps = doc.get("timestamps", {})
-    _only(stamps, {"server_ts_scale"}, "timestamps")
-    return SignalingProfile(
-        name=name,
-        socketio_path=_str(sio, "path", "socketio"),
-        namespace=_str(sio, "namespace", "socketio"),
-        transports=tuple(sio.get("transports", ["websocket"])),
-        auth=dict(sio.get("auth", {})),
-        ack=AckSpec(ack.get("ok_path", ""), ack.get("data_path", ""), ack.get("error_path", "")),
-        join_sequence=join,
-        requests=requests,
-        producers=ProducerSpec(**{k: _str(prod, k, "producers") for k in ProducerSpec.__dataclass_fields__}),
-        events=_parse_events(_table(doc, "events", "profile")),
-        server_ts_scale=float(stamps.get("server_ts_scale", 0.001)),
-    )
-
-
-def _parse_requests(table: dict[str, Any]) -> dict[str, RequestSpec]:
-    specs: dict[str, RequestSpec] = {}
-    for name, spec in table.items():
-        where = f"requests.{name}"
-        if not isinstance(spec, dict):
-            raise ProfileError(f"'{where}' must be a table")
-        _only(spec, {"event", "payload", "response"}, where)
-        specs[name] = RequestSpec(name, _str(spec, "event", where), dict(spec.get("payload", {})),
-                                  dict(spec.get("response", {})))
-    for required in REQUESTS:
-        if required not in specs:
-            raise ProfileError(f"missing table [requests.{required}]")
-    return specs
-
-
-def _parse_events(table: dict[str, Any]) -> dict[str, EventSpec]:
-    _only(table, set(EVENTS), "events")
-    specs: dict[str, EventSpec] = {}
-    for name, required in EVENTS.items():
-        where = f"events.{name}"
-        spec = table.get(name)
-        if not isinstance(spec, dict):
-            raise ProfileError(f"missing table [{where}]")
-        _only(spec, {"event", "fields"}, where)
-        fields = dict(spec.get("fields", {}))
-        _only(fields, set(required) | OPTIONAL_EVENT_FIELDS, f"{where}.fields")
-        for key in required:
-            if key not in fields:
-                raise ProfileError(f"'{where}.fields' lacks required field '{key}'")
-        specs[name] = EventSpec(name, _str(spec, "event", where), fields)
-    return specs
+    def uses_placeholder(self, name: str) -> bool:
+        """Whether any handshake template names `{name}` (then the token is placed where the file says)."""
+        needle = "{" + name + "}"
+        return any(needle in str(v) for table in (self.socketio.auth, self.socketio.headers,
+                                                   self.socketio.query) for v in table.values())

@@ -43,12 +43,14 @@ class RowMaker:
     active: ActiveUsers
 
     def __call__(self, tl: UtteranceTimeline, client: PipelineClient, user: int) -> SampleRow:
-        fixture = self.library.fixture(tl.fixture_id)
-        reference_translation = fixture.translations.get(tl.target_language)
-        quality = score(tl.transcript, fixture.transcript, tl.translation, reference_translation)
+        # A conversation that failed before speaking reports one row with no fixture.
+        fixture = self.library.fixture(tl.fixture_id) if tl.fixture_id else None
+        reference_transcript = fixture.transcript if fixture is not None else None
+        reference_translation = fixture.translations.get(tl.target_language) if fixture is not None else None
+        quality = score(tl.transcript, reference_transcript, tl.translation, reference_translation)
         ctx = RowContext(
             run_id=self.run_id, worker=self.worker, user=user, connect_ms=client.result.connect_ms,
-            reference_transcript=fixture.transcript, reference_translation=reference_translation,
+            reference_transcript=reference_transcript, reference_translation=reference_translation,
             wer=quality.wer, chrf=quality.chrf, jitter_ms=client.stats["jitter_ms"],
             packets_lost=client.stats["packets_lost"], rtt_ms=client.stats["rtt_ms"],
             active_users=self.active.at(tl.t_planned))

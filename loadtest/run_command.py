@@ -128,18 +128,27 @@ def warn_about_plan(cfg: RunConfig, library: FixtureLibrary) -> None:
 
 
 def probe_target(cfg: RunConfig, target: Target) -> None:
-    """One Socket.IO connection to the target, so a wrong URL or CA fails fast with its reason."""
+    """One Socket.IO connection to the target, as a caller would open it (the profile's handshake and
+    credentials), so a wrong URL, CA, origin or token fails fast with the server's reason."""
     import asyncio
 
-    from loadtest.profile import load_profile
-    from loadtest.signaling import SignalingChannel
+    from loadtest.credentials import credentials_for
+    from loadtest.profile_file import load_profile
+    from loadtest.rundir import new_run_id
+    from loadtest.session import Party, PeerSession
     from loadtest.target import ssl_context
 
+    profile = load_profile(cfg.target.profile)
+    s = cfg.scenario
+    party = Party(f"probe-{new_run_id()}", "listener", 0, s.source_language, s.target_language)
+    session = PeerSession.open(target.url, profile, ssl_context(target), s.connect_timeout_s, party,
+                               credentials_for(profile, cfg.target.auth_token))
+
     async def probe() -> None:
-        channel = SignalingChannel(target.url, load_profile(cfg.target.profile), ssl_context(target),
-                                   cfg.scenario.connect_timeout_s)
-        await channel.connect(cfg.scenario.connect_timeout_s)
-        await channel.close()
+        try:
+            await session.connect(s.connect_timeout_s)
+        finally:
+            await session.close()
 
     asyncio.run(probe())
 
@@ -167,7 +176,7 @@ def audit(cfg: RunConfig, target: Target, run_dir: Path) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from loadtest.fixtures import FixtureLibrary
-    from loadtest.profile import load_profile
+    from loadtest.profile_file import load_profile
 
     cfg = build_config(args)
     load_profile(cfg.target.profile)

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from loadtest.config import RunConfig
+from loadtest.credentials import credentials_for
 from loadtest.errors import RunFailed
 from loadtest.fixtures import FixtureLibrary, silence_packet
 from loadtest.ice import choose_ice
 from loadtest.journal import JournalShard, merge_to_parquet, worker_name
-from loadtest.profile import load_profile
+from loadtest.profile_file import load_profile
 from loadtest.rows import ActiveUsers, RowMaker
 from loadtest.rundir import new_run_id, write_run_json
 from loadtest.signaling import SignalingError
@@ -40,12 +41,13 @@ class Tally:
     timeout: int = 0
     error: int = 0
     e2e_ms: list[float] = field(default_factory=list)
+    stage: str = "e2e"  # the headline stage: e2e, or sfu for a plain SFU
 
     def line(self, elapsed: float, connected: int) -> str:
         ordered = sorted(self.e2e_ms)
-        p50 = f"{ordered[len(ordered) // 2]:.0f} ms" if ordered else "–"
+        p50 = f"{ordered[len(ordered) // 2]:.1f} ms" if ordered else "–"
         return (f"[{elapsed:6.1f}s] callers {connected}  utterances {self.sent}: ok {self.ok} "
-                f"timeout {self.timeout} error {self.error}  e2e p50 {p50}")
+                f"timeout {self.timeout} error {self.error}  {self.stage} p50 {p50}")
 
 
 class Run:
@@ -65,11 +67,13 @@ class Run:
 
     def options(self) -> ClientOptions:
         t, s = self.cfg.target, self.cfg.scenario
+        profile = load_profile(t.profile)
         return ClientOptions(
-            url=self.target.url, profile=load_profile(t.profile), ssl_context=ssl_context(self.target),
+            url=self.target.url, profile=profile, ssl_context=ssl_context(self.target),
             connect_timeout_s=s.connect_timeout_s, request_timeout_s=s.connect_timeout_s,
             response_timeout_s=s.response_timeout_s, source_language=s.source_language,
-            target_language=s.target_language, auth_token=t.auth_token, relay=t.relay())
+            target_language=s.target_language, credentials=credentials_for(profile, t.auth_token),
+            relay=t.relay())
 
     def plan(self, caller: int) -> list[ScheduledUtterance]:
         s = self.cfg.scenario
@@ -86,7 +90,8 @@ class Run:
     def record(self, tl: UtteranceTimeline, client: PipelineClient, user: int) -> None:
         row = self.rows(tl, client, user)
         self._shard.append(row)
-        self._count(tl, row.e2e_ms)
+        self.tally.stage = "sfu" if tl.mode == "sfu" else "e2e"
+        self._count(tl, row.sfu_ms if tl.mode == "sfu" else row.e2e_ms)
 
     def _count(self, tl: UtteranceTimeline, e2e_ms: float | None) -> None:
         self.tally.sent += 1

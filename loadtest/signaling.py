@@ -1,17 +1,26 @@
-"""One Socket.IO signaling channel to the gateway, speaking the dialect of a SignalingProfile."""
+"""One Socket.IO signaling channel to the gateway, speaking the dialect of a SignalingProfile.
+
+Every failure names what failed and carries the server's own words: a refused handshake shows the
+server's `connect_error` payload, a refused request the answer's error text, and a connection the server
+drops fails every request still waiting at once ("disconnected by server after …") instead of letting
+each run into its own timeout.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
+import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import socketio
 
 from loadtest.errors import RunError
-from loadtest.profile import MissingField, SignalingProfile
+from loadtest.profile import MissingField, SignalingProfile, fill, lookup
 
 
 class SignalingError(RunError):
@@ -26,7 +35,17 @@ class TlsUntrusted(SignalingError):
     pass
 
 
+class ConnectionRefused(SignalingError):
+    """The server answered the handshake and said no (its reason is in the message)."""
+
+
+class Disconnected(SignalingError):
+    """The server dropped the connection."""
+
+
 def describe_connect_failure(url: str, exc: BaseException) -> SignalingError:
+    if isinstance(exc, SignalingError):
+        return exc
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return TlsUntrusted(f"TLS certificate of {url} is not trusted: {_short(str(exc.certificate_error))}")
     if isinstance(exc, aiohttp.ClientConnectorError):
@@ -43,6 +62,16 @@ def _short(text: str, limit: int = 240) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def server_text(value: Any) -> str:
+    """A server's error payload as one short line: its message when it has one, else the JSON."""
+    if isinstance(value, dict) and isinstance(value.get("message"), str):
+        extra = {k: v for k, v in value.items() if k != "message"}
+        return _short(value["message"] + (f" {json.dumps(extra, default=str)}" if extra else ""))
+    if isinstance(value, str):
+        return _short(value)
+    return _short(json.dumps(value, default=str))
+
+
 class SignalingChannel:
     def __init__(
         self,
@@ -50,86 +79,187 @@ class SignalingChannel:
         profile: SignalingProfile,
         ssl_context: ssl.SSLContext | bool,
         request_timeout_s: float,
-        auth: dict[str, Any] | None = None,
+        variables: dict[str, Any] | None = None,
     ) -> None:
         self.url = url
         self.profile = profile
         self._ssl = ssl_context
         self._timeout = request_timeout_s
-        self._auth = {**profile.auth, **(auth or {})}
+        self._variables = dict(variables or {})
         self._session: aiohttp.ClientSession | None = None
         self._sio: socketio.AsyncClient | None = None
+        self._refusal: Any = None
+        self._lost = asyncio.Event()
+        self._closing = False
+        self._connected_at: float | None = None
+        self.disconnect_reason: str | None = None
+        self._on_lost: list[Callable[[str], None]] = []
+
+    # ---- handshake -----------------------------------------------------------------------------
+
+    def handshake(self) -> tuple[str, dict[str, str], dict[str, Any]]:
+        """(URL with the profile's query parameters, headers, auth payload), filled for this peer."""
+        sio = self.profile.socketio
+        v = self.profile.mapped(self._variables)
+        query = fill(sio.query, v, "socketio.query")
+        headers = fill(sio.headers, v, "socketio.headers")
+        auth = fill(sio.auth, v, "socketio.auth")
+        token = v.get("token")
+        if token and not self.profile.uses_placeholder("token"):
+            auth = {**auth, "token": token}  # the original convention: the token in the handshake's auth
+        url = self.url
+        if query:
+            url += ("&" if "?" in url else "?") + urlencode({k: str(x) for k, x in query.items()})
+        return url, {k: str(x) for k, x in headers.items()}, auth
 
     async def connect(self, timeout_s: float) -> None:
+        url, headers, auth = self.handshake()
         connector = aiohttp.TCPConnector(ssl=self._ssl)
         self._session = aiohttp.ClientSession(connector=connector)
         self._sio = socketio.AsyncClient(
             reconnection=False, http_session=self._session, ssl_verify=self._ssl is not False
         )
+        namespace = self.profile.socketio.namespace
+        self._sio.on("connect_error", self._on_connect_error, namespace=namespace)
+        self._sio.on("disconnect", self._on_disconnect, namespace=namespace)
         try:
             await asyncio.wait_for(
                 self._sio.connect(
-                    self.url,
-                    socketio_path=self.profile.socketio_path,
-                    transports=list(self.profile.transports),
-                    namespaces=[self.profile.namespace],
-                    auth=self._auth or None,
-                    wait_timeout=timeout_s,
+                    url, headers=headers, socketio_path=self.profile.socketio.path,
+                    transports=list(self.profile.socketio.transports), namespaces=[namespace],
+                    auth=auth or None, wait_timeout=timeout_s,
                 ),
                 timeout_s + 1,
             )
         except (socketio.exceptions.ConnectionError, aiohttp.ClientError, OSError, TimeoutError) as exc:
-            # python-socketio reduces every failure to "Connection error"; one plain request says why.
-            cause = await self._diagnose(timeout_s) or exc
+            # python-socketio reduces every failure to "Connection error": the server's connect_error
+            # payload, or one plain request, says why.
+            cause: BaseException = exc
+            if self._refusal is not None:
+                cause = ConnectionRefused(
+                    f"gateway {self.url} refused the connection: {server_text(self._refusal)}")
+            else:
+                cause = await self._diagnose(url, headers, timeout_s) or exc
             await self.close()
             raise describe_connect_failure(self.url, cause) from None
+        self._connected_at = time.monotonic()
 
-    async def _diagnose(self, timeout_s: float) -> BaseException | None:
+    def _on_connect_error(self, data: Any = None, *_more: Any) -> None:
+        self._refusal = data if data is not None else "(no reason given)"
+
+    def _on_disconnect(self, *reason: Any) -> None:
+        if self._closing or self._lost.is_set():
+            return
+        held = time.monotonic() - self._connected_at if self._connected_at is not None else 0.0
+        why = f" ({reason[0]})" if reason and reason[0] not in (None, "") else ""
+        self.disconnect_reason = f"disconnected by server after {held:.1f} s{why}"
+        self._lost.set()
+        for callback in self._on_lost:
+            callback(self.disconnect_reason)
+
+    def on_lost(self, callback: Callable[[str], None]) -> None:
+        """Call `callback(reason)` once if the server drops the connection (not on our own close)."""
+        self._on_lost.append(callback)
+
+    async def _diagnose(self, url: str, headers: dict[str, str], timeout_s: float) -> BaseException | None:
         if self._session is None:
             return None
-        probe = f"{self.url.rstrip('/')}/{self.profile.socketio_path.strip('/')}/?EIO=4&transport=polling"
+        base, _, query = url.partition("?")
+        path = self.profile.socketio.path.strip("/")
+        probe = f"{base.rstrip('/')}/{path}/?" + (f"{query}&" if query else "") + "EIO=4&transport=polling"
         try:
-            async with self._session.get(probe, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+            async with self._session.get(probe, headers=headers,
+                                         timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
                 if resp.status >= 400:
-                    return SignalingError(f"HTTP {resp.status} from {probe}")
+                    body = _short(await resp.text(errors="replace"), 160)
+                    where = f"HTTP {resp.status} from {base.rstrip('/')}/{path}/"
+                    return ConnectionRefused(f"gateway {self.url} refused the connection: {where}"
+                                             + (f": {body}" if body else ""))
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             return exc
         return None
 
-    def on(self, event: str, handler: Callable[[Any], None]) -> None:
-        assert self._sio is not None
-        self._sio.on(event, handler, namespace=self.profile.namespace)
+    # ---- events and requests -------------------------------------------------------------------
 
-    async def request(self, name: str, **variables: Any) -> dict[str, Any]:
-        """Send a profile request and return its response fields (dotted paths resolved)."""
+    def on(self, event: str, handler: Callable[..., Any]) -> None:
+        assert self._sio is not None
+        self._sio.on(event, handler, namespace=self.profile.socketio.namespace)
+
+    async def request(self, name: str, variables: dict[str, Any]) -> dict[str, Any]:
+        """Send the profile's request `name` filled from `variables`; its response fields, resolved."""
         assert self._sio is not None
         spec = self.profile.requests[name]
-        payload = spec.build(variables)
+        payload = spec.build(self.profile.mapped(variables))
+        label = f"request '{name}' (event '{spec.event}')"
+        if self._lost.is_set():
+            raise Disconnected(f"{label} not sent: {self.disconnect_reason}")
+        timeout = spec.timeout_s or self._timeout
+        namespace = self.profile.socketio.namespace
+        call = asyncio.ensure_future(
+            self._sio.call(spec.event, payload, namespace=namespace, timeout=timeout))
+        lost = asyncio.ensure_future(self._lost.wait())
         try:
-            answer = await self._sio.call(spec.event, payload, namespace=self.profile.namespace,
-                                          timeout=self._timeout)
+            done, _ = await asyncio.wait({call, lost}, timeout=timeout + 1,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+        if call not in done:
+            call.cancel()
+            if self._lost.is_set():
+                raise Disconnected(f"{label} failed: {self.disconnect_reason}")
+            raise SignalingError(f"{label} got no answer within {timeout:g} s")
+        try:
+            answer = call.result()
         except socketio.exceptions.TimeoutError:
-            raise SignalingError(f"'{spec.event}' got no answer within {self._timeout:.0f} s") from None
+            raise SignalingError(f"{label} got no answer within {timeout:g} s "
+                                 f"(set requests.{name}.timeout_s if the gateway is slow)") from None
         except socketio.exceptions.SocketIOError as exc:
-            raise SignalingError(f"'{spec.event}' failed: {exc}") from None
-        data = self._unwrap(spec.event, answer)
+            raise SignalingError(f"{label} failed: {exc}") from None
+        data = self.unwrap(name, answer)
         try:
             return spec.parse(data)
         except MissingField as exc:
-            raise SignalingError(f"'{spec.event}' answer lacks '{exc.args[0]}'") from None
+            raise SignalingError(f"{label}: the answer lacks '{exc.args[0]}' "
+                                 f"(requests.{name}.response): {server_text(data)}") from None
 
-    def _unwrap(self, event: str, answer: Any) -> Any:
+    def unwrap(self, name: str, answer: Any) -> Any:
+        """The data of an answer, or SignalingError with the server's text when the answer is a refusal."""
+        spec = self.profile.requests[name]
         ack = self.profile.ack
-        if not ack.ok_path:
+        label = f"request '{name}' (event '{spec.event}')"
+        if isinstance(answer, tuple):
+            # Node-style acks, callback(error, data): a non-null first argument is the error.
+            if len(answer) == 2 and answer[0] is not None:
+                raise SignalingError(f"{label} refused by the gateway: {server_text(answer[0])}")
+            answer = answer[-1] if answer else None
+        if ack.ok_path:
+            if not isinstance(answer, dict):
+                raise SignalingError(f"{label} answered {server_text(answer)}, expected an object with "
+                                     f"'{ack.ok_path}' (ack.ok_path)")
+            if not answer.get(ack.ok_path):
+                reason = answer.get(ack.error_path) if ack.error_path else None
+                reason = reason if reason is not None else "no reason given"
+                raise SignalingError(f"{label} refused by the gateway: {server_text(reason)}")
+            return _data(answer, ack.data_path, label)
+        if isinstance(answer, dict) and ack.error_path:
+            try:
+                reason = lookup(answer, ack.error_path)
+            except MissingField:
+                reason = None
+            if reason:
+                raise SignalingError(f"{label} refused by the gateway: {server_text(reason)}")
+        if isinstance(answer, str):
+            if spec.expect is not None and answer != spec.expect:
+                raise SignalingError(f"{label} answered {answer!r}, expected {spec.expect!r} "
+                                     f"(requests.{name}.expect)")
+            if spec.response:
+                raise SignalingError(f"{label} answered the plain string {answer!r}, expected an object "
+                                     f"with {sorted(spec.response.values())} (requests.{name}.response)")
             return answer
-        if not isinstance(answer, dict):
-            raise SignalingError(f"'{event}' answered {type(answer).__name__}, expected an object")
-        if not answer.get(ack.ok_path):
-            reason = answer.get(ack.error_path, "no reason given")
-            raise SignalingError(f"gateway refused '{event}': {reason}")
-        return answer.get(ack.data_path, {}) if ack.data_path else answer
+        return _data(answer, ack.data_path, label)
 
     async def close(self) -> None:
+        self._closing = True
         if self._sio is not None and self._sio.connected:
             try:
                 await asyncio.wait_for(self._sio.disconnect(), 5)
@@ -138,3 +268,18 @@ class SignalingChannel:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    @property
+    def lost(self) -> bool:
+        return self._lost.is_set()
+
+
+def _data(answer: Any, path: str, label: str) -> Any:
+    """The answer's data at `path`; an answer without it (e.g. {ok: true} alone) carries no data."""
+    if not path:
+        return answer if answer is not None else {}
+    try:
+        return lookup(answer, path)
+    except MissingField:
+        return {}
+

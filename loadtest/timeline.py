@@ -6,6 +6,7 @@ Stage definitions (docs/design.md):
   translation = translation event − transcript event
   tts         = first translated audio at the listener − translation event
   e2e         = first translated audio at the listener − end of speech
+  sfu         = (mode "sfu") first voiced packet at the listener − its send time at the speaker
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Status(StrEnum):
 MILESTONES = ("planned", "sent", "stt", "translation", "tts_event", "audio")
 STALLED_STAGE = {"planned": "send", "sent": "stt", "stt": "translation", "translation": "tts",
                  "tts_event": "tts"}
+SFU_STALLED_STAGE = {"planned": "send", "sent": "sfu"}
 
 
 @dataclass
@@ -49,6 +51,8 @@ class UtteranceTimeline:
     t_translation: float | None = None
     t_tts_event: float | None = None
     t_audio_onset: float | None = None
+    t_sfu_arrival: float | None = None  # mode "sfu": first voiced packet of this utterance at the listener
+    mode: str = "pipeline"
     server_utterance_id: str | None = None
     server_speech_end: float | None = None
     server_transcript: float | None = None
@@ -63,6 +67,10 @@ class UtteranceTimeline:
     send_lateness: list[float] = field(default_factory=list, repr=False)
 
     def last_milestone(self) -> str:
+        if self.mode == "sfu":
+            if self.t_sfu_arrival is not None:
+                return "sfu"
+            return "sent" if self.t_speech_end is not None else "planned"
         reached = {
             "planned": True,
             "sent": self.t_speech_end is not None,
@@ -78,6 +86,9 @@ class UtteranceTimeline:
         return last
 
     def is_complete(self) -> bool:
+        if self.mode == "sfu":
+            heard = self.t_sfu_arrival is not None and self.t_speech_end is not None
+            return self.error is not None or heard
         return self.error is not None or (
             self.t_audio_onset is not None
             and self.t_translation is not None
@@ -98,6 +109,7 @@ class StageLatencies:
     translation_ms: float | None
     tts_ms: float | None
     e2e_ms: float | None
+    sfu_ms: float | None = None
 
 
 def stage_latencies(tl: UtteranceTimeline) -> StageLatencies:
@@ -106,6 +118,7 @@ def stage_latencies(tl: UtteranceTimeline) -> StageLatencies:
         translation_ms=_ms(tl.t_translation, tl.t_transcript),
         tts_ms=_ms(tl.t_audio_onset, tl.t_translation),
         e2e_ms=_ms(tl.t_audio_onset, tl.t_speech_end),
+        sfu_ms=_ms(tl.t_sfu_arrival, tl.t_send_start),
     )
 
 
@@ -123,6 +136,11 @@ def outcome(tl: UtteranceTimeline) -> Outcome:
     if tl.is_complete():
         return Outcome(Status.OK, None, None)
     last = tl.last_milestone()
+    if tl.mode == "sfu":
+        stage = SFU_STALLED_STAGE.get(last, "sfu")
+        if stage == "sfu":
+            return Outcome(Status.TIMEOUT, stage, "no voiced packet of this utterance reached the listener")
+        return Outcome(Status.TIMEOUT, stage, f"timed out in {stage} (last reached: {last})")
     stage = STALLED_STAGE[last]
     if last == "tts_event":
         return Outcome(Status.TIMEOUT, stage, "tts event received but no translated audio arrived")
@@ -160,6 +178,7 @@ class SampleRow:
     t_translation: float | None
     t_tts_event: float | None
     t_audio_onset: float | None
+    t_sfu_arrival: float | None
     server_speech_end: float | None
     server_transcript: float | None
     server_translation: float | None
@@ -169,6 +188,7 @@ class SampleRow:
     translation_ms: float | None
     tts_ms: float | None
     e2e_ms: float | None
+    sfu_ms: float | None
     status: str
     status_stage: str | None
     error: str | None
@@ -229,6 +249,7 @@ def to_row(tl: UtteranceTimeline, ctx: RowContext) -> SampleRow:
         t_translation=tl.t_translation,
         t_tts_event=tl.t_tts_event,
         t_audio_onset=tl.t_audio_onset,
+        t_sfu_arrival=tl.t_sfu_arrival,
         server_speech_end=tl.server_speech_end,
         server_transcript=tl.server_transcript,
         server_translation=tl.server_translation,
@@ -238,6 +259,7 @@ def to_row(tl: UtteranceTimeline, ctx: RowContext) -> SampleRow:
         translation_ms=lat.translation_ms,
         tts_ms=lat.tts_ms,
         e2e_ms=lat.e2e_ms,
+        sfu_ms=lat.sfu_ms,
         status=out.status.value,
         status_stage=out.status_stage,
         error=out.error,

@@ -1,8 +1,11 @@
 """PipelineClient: one synthetic conversation — a speaker and a listener in one room, one clock.
 
 The speaker publishes fixture speech on a planned timetable (open model: a slow reply never delays the
-next utterance); the listener consumes the translated speech and receives the result events. Every
-utterance ends in exactly one status, delivered once to ``on_utterance``.
+next utterance); the listener consumes what the profile's mode times — the translated speech and the
+result events (mode "pipeline"), or the speaker's own voice through the SFU (mode "sfu"). Every
+utterance ends in exactly one status, delivered once to ``on_utterance``; a conversation that fails after
+its transport connected still delivers one error row carrying the connect time, and a connection the
+server drops ends every pending utterance as an error at the stage it was in.
 """
 
 from __future__ import annotations
@@ -15,19 +18,23 @@ import ssl
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from pymediasoup import AiortcHandler, Device
-from pymediasoup.rtp_parameters import RtpCapabilities, RtpParameters
+from pymediasoup.rtp_parameters import RtpParameters
 
+from loadtest.announcements import Announcements
+from loadtest.credentials import Credentials
 from loadtest.events import Correlator, EventParser, MalformedEvent
 from loadtest.fixtures import EncodedClip
-from loadtest.ice import TurnRelay, force_relay
+from loadtest.ice import TurnRelay
 from loadtest.media import PlannedUtterance, TranslatedAudioMonitor, UtteranceTrack
-from loadtest.profile import SignalingProfile, lookup
-from loadtest.signaling import SignalingChannel, SignalingError
-from loadtest.timeline import UtteranceTimeline
+from loadtest.profile import SignalingProfile
+from loadtest.session import Party, PeerSession
+from loadtest.signaling import SignalingError
+from loadtest.timeline import STALLED_STAGE, UtteranceTimeline
+from loadtest.transit import TransitCorrelator, VoicedArrivalMonitor
+from loadtest.transport import create_transport, load_device
 
 log = logging.getLogger(__name__)
 START_LEAD_S = 0.5
@@ -52,9 +59,8 @@ class ClientOptions:
     response_timeout_s: float = 10.0
     source_language: str = "en"
     target_language: str = "es"
-    auth_token: str = ""
+    credentials: Credentials = field(default_factory=Credentials)
     relay: TurnRelay | None = None  # relay-only: every transport goes through this TURN server
-
 
 @dataclass(frozen=True)
 class ScheduledUtterance:
@@ -80,110 +86,102 @@ _ids = itertools.count(1)
 
 class PipelineClient:
     def __init__(self, options: ClientOptions, silence: bytes, on_utterance: UtteranceSink,
-                 conversation: str | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 conversation: str | None = None, clock: Callable[[], float] = time.monotonic,
+                 caller: int = 0) -> None:
         self.options = options
+        self.mode = options.profile.mode
         self.conversation = conversation or f"conv-{uuid.uuid4().hex[:8]}-{next(_ids)}"
+        self.caller = caller
         self.result = ConversationResult(self.conversation)
         self._clock = clock
         self._on_utterance = on_utterance
         self._track = UtteranceTrack(silence, clock)
         self._parser = EventParser(options.profile)
-        self._speaker: SignalingChannel | None = None
-        self._listener: SignalingChannel | None = None
-        self._devices: list[Device] = []
+        self._speaker: PeerSession | None = None
+        self._listener: PeerSession | None = None
+        self._announcements = Announcements(options.profile.producers)
         self._mic_id: str | None = None
-        self._announced: dict[str, dict[str, Any]] = {}
-        self._consuming: set[str] = set()
         self._recv_transport: Any = None
         self._send_transport: Any = None
         self._receiver: Any = None
         self._rtp_sender: Any = None
         self._listener_caps: Any = None
-        self._translated_ready = asyncio.Event()
+        self._consumed = asyncio.Event()
         self._correlator: Correlator | None = None
+        self._transit: TransitCorrelator | None = None
         self._monitor = TranslatedAudioMonitor(self._on_onset, clock)
+        self._voiced = VoicedArrivalMonitor(self._on_voiced, clock)
         self._pending: dict[str, UtteranceTimeline] = {}
         self._all_done = asyncio.Event()
+        self._broken = asyncio.Event()
+        self._consume_error: str | None = None
         self.stats: dict[str, float | None] = {"jitter_ms": None, "packets_lost": None, "rtt_ms": None}
 
     # ---- connect -------------------------------------------------------------------------------
 
-    def _channel(self) -> SignalingChannel:
-        auth = {"token": self.options.auth_token} if self.options.auth_token else None
-        return SignalingChannel(self.options.url, self.options.profile, self.options.ssl_context,
-                                self.options.request_timeout_s, auth)
+    def _session(self, role: str) -> PeerSession:
+        o = self.options
+        party = Party(self.conversation, role, self.caller, o.source_language, o.target_language)
+        return PeerSession.open(o.url, o.profile, o.ssl_context, o.request_timeout_s, party, o.credentials)
 
     async def connect(self) -> None:
-        """Speaker and listener join, the listener is ready to hear the translation; sets connect_ms."""
+        """Speaker and listener join; the listener consumes what the mode times; sets connect_ms.
+
+        A failure after the send transport connected is delivered as one error utterance carrying the
+        connect time (it was measured), then raised."""
         t_start = self._clock()
-        self._speaker, self._listener = self._channel(), self._channel()
+        self._speaker, self._listener = self._session("speaker"), self._session("listener")
         timeout = self.options.connect_timeout_s
         await asyncio.gather(self._speaker.connect(timeout), self._listener.connect(timeout))
+        for session in (self._speaker, self._listener):
+            session.channel.on_lost(self._on_lost)
         self._register_listener_events(self._listener)
-        listener_join = await self._join(self._listener, "listener")
-        speaker_join = await self._join(self._speaker, "speaker")
+        listener_join = await self._join(self._listener)
+        speaker_join = await self._join(self._speaker)
         await self._open_listener(listener_join)
         connected = await self._open_speaker(speaker_join)
         self.result.connect_ms = (connected - t_start) * 1000.0
         try:
-            await asyncio.wait_for(self._translated_ready.wait(), timeout)
-        except TimeoutError:
-            raise SignalingError(f"no translated-speech producer announced within {timeout:.0f} s") from None
+            await self._await_consumer(timeout)
+        except SignalingError as exc:
+            self._deliver_failure(str(exc), "connect")
+            raise
 
-    async def _join(self, channel: SignalingChannel, role: str) -> dict[str, Any]:
-        variables = {
-            "room": self.conversation, "peer": f"{self.conversation}-{role}", "role": role,
-            "source_language": self.options.source_language,
-            "target_language": self.options.target_language, "token": self.options.auth_token,
-        }
-        answer: dict[str, Any] = {}
-        for step in self.options.profile.join_sequence:
-            answer.update(await channel.request(step, **variables))
+    async def _join(self, session: PeerSession) -> dict[str, Any]:
+        answer = await session.join()
         if "rtp_capabilities" not in answer:
-            raise SignalingError("the join sequence gave no router RTP capabilities")
+            role = str(session.variables["role"])
+            steps = ", ".join(session.profile.steps(role))
+            raise SignalingError(f"the {role}'s join steps ({steps}) gave no router RTP capabilities: "
+                                 "name them 'rtp_capabilities' in one step's response table")
         return answer
 
-    async def _device(self, caps: Any, tracks: list[Any]) -> Device:
-        device = Device(handlerFactory=AiortcHandler.createFactory(tracks=tracks))
-        await device.load(RtpCapabilities.model_validate(caps))
-        self._devices.append(device)
-        return device
-
-    async def _create_transport(self, channel: SignalingChannel, device: Device, direction: str) -> Any:
-        info = await channel.request("create_transport", direction=direction)
-        create = device.createSendTransport if direction == "send" else device.createRecvTransport
-        transport = create(id=info["id"], iceParameters=info["ice_parameters"],
-                           iceCandidates=info["ice_candidates"], dtlsParameters=info["dtls_parameters"],
-                           sctpParameters=None, iceServers=[])
-        if self.options.relay is not None:
-            force_relay(transport, self.options.relay)
-        connected = asyncio.get_running_loop().create_future()
-
-        @transport.on("connect")
-        async def on_connect(dtls_parameters: Any) -> None:
-            await channel.request("connect_transport", transport_id=info["id"],
-                                  dtls_parameters=dtls_parameters.model_dump(exclude_none=True))
-
-        @transport.on("connectionstatechange")
-        async def on_state(state: str) -> None:
-            if state == "connected" and not connected.done():
-                connected.set_result(self._clock())
-            elif state in ("failed", "closed") and not connected.done():
-                connected.set_exception(SignalingError(f"{direction} transport {state} (ICE/DTLS)"))
-
-        transport.connected_at = connected
-        return transport
+    async def _await_consumer(self, timeout: float) -> None:
+        waiting = asyncio.ensure_future(self._consumed.wait())
+        broken = asyncio.ensure_future(self._broken.wait())
+        try:
+            await asyncio.wait({waiting, broken}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
+            broken.cancel()
+        if self._consumed.is_set():
+            return
+        if self._consume_error is not None:
+            raise SignalingError(self._consume_error)
+        what = "translated-speech producer" if self.mode == "pipeline" else "producer of our speaker"
+        raise SignalingError(f"no {what} matched producers.consume within {timeout:.0f} s "
+                             f"({self._announcements.describe()})")
 
     async def _open_speaker(self, join: dict[str, Any]) -> float:
         assert self._speaker is not None
-        channel = self._speaker
-        device = await self._device(join["rtp_capabilities"], [self._track])
-        transport = await self._create_transport(channel, device, "send")
+        session = self._speaker
+        device = await load_device(join["rtp_capabilities"], [self._track])
+        transport = await create_transport(session, device, "send", self.options.relay, self._clock)
         self._send_transport = transport
 
         @transport.on("produce")
         async def on_produce(kind: str, rtp_parameters: Any, app_data: Any) -> str:
-            answer = await channel.request("produce", transport_id=transport.id, kind=kind,
+            answer = await session.request("produce", transport_id=transport.id, kind=kind,
                                            rtp_parameters=rtp_parameters.model_dump(exclude_none=True),
                                            app_data=app_data or {})
             return str(answer["id"])
@@ -192,28 +190,32 @@ class PipelineClient:
         self._mic_id = producer.id
         self._rtp_sender = producer.rtpSender
         self._track.attach_sender(producer.rtpSender)
-        self._correlator = Correlator(producer.id, self._complete, self._clock)
-        await self._consume_translated()
+        if self.mode == "sfu":
+            self._transit = TransitCorrelator(self._complete)
+        else:
+            self._correlator = Correlator(producer.id, self._complete, self._clock)
+        await self._consume_wanted()
         return await asyncio.wait_for(transport.connected_at, self.options.connect_timeout_s)
 
     async def _open_listener(self, join: dict[str, Any]) -> None:
         assert self._listener is not None
-        device = await self._device(join["rtp_capabilities"], [])
+        device = await load_device(join["rtp_capabilities"], [])
         self._listener_caps = device.rtpCapabilities.model_dump(exclude_none=True)
-        self._recv_transport = await self._create_transport(self._listener, device, "recv")
-        for info in join.get("producers") or []:
-            self._announce(info)
+        self._recv_transport = await create_transport(self._listener, device, "recv", self.options.relay,
+                                                      self._clock)
+        if join.get("producers"):
+            self._announcements.add(join["producers"])
 
     # ---- listener side -------------------------------------------------------------------------
 
-    def _register_listener_events(self, channel: SignalingChannel) -> None:
+    def _register_listener_events(self, session: PeerSession) -> None:
         profile = self.options.profile
-        channel.on(profile.producers.announce_event, self._on_new_producer)
+        session.channel.on(profile.producers.announce_event, self._on_announcement)
         for kind, spec in profile.events.items():
-            channel.on(spec.event, self._event_handler(kind))
+            session.channel.on(spec.event, self._event_handler(kind))
 
     def _event_handler(self, kind: str) -> Callable[[Any], None]:
-        def handle(payload: Any) -> None:
+        def handle(payload: Any = None, *_extra: Any) -> None:
             t = self._clock()
             try:
                 event = self._parser.parse(kind, payload)
@@ -226,33 +228,24 @@ class PipelineClient:
 
         return handle
 
-    def _on_new_producer(self, payload: Any) -> None:
-        self._announce(payload)
+    def _on_announcement(self, payload: Any = None, *_extra: Any) -> None:
+        self._announcements.add(payload)
+        self.result.malformed_events = self._announcements.malformed
         if self._mic_id is not None:
-            asyncio.get_running_loop().create_task(self._consume_translated())
+            asyncio.get_running_loop().create_task(self._consume_wanted())
 
-    def _announce(self, info: Any) -> None:
-        spec = self.options.profile.producers
+    def _match_variables(self) -> dict[str, Any]:
+        assert self._listener is not None
+        return {**self._listener.variables, "mic_producer": self._mic_id or ""}
+
+    async def _consume_wanted(self) -> None:
         try:
-            pid = str(lookup(info, spec.id))
-        except Exception:
-            self.result.malformed_events += 1
-            return
-        self._announced[pid] = info
-
-    async def _consume_translated(self) -> None:
-        spec = self.options.profile.producers
-        for pid, info in list(self._announced.items()):
-            if pid in self._consuming:
-                continue
-            try:
-                is_ours = (lookup(info, spec.type) == spec.translated_type
-                           and str(lookup(info, spec.source)) == self._mic_id)
-            except Exception:
-                continue
-            if is_ours:
-                self._consuming.add(pid)
+            for pid in self._announcements.wanted(self._match_variables()):
+                self._announcements.consumed.add(pid)
                 await self._consume(pid)
+        except SignalingError as exc:
+            self._consume_error = f"consuming the announced producer failed: {exc}"
+            self._broken.set()
 
     async def _consume(self, producer_id: str) -> None:
         assert self._listener is not None
@@ -262,13 +255,41 @@ class PipelineClient:
             id=info["id"], producerId=info["producer_id"], kind=info["kind"],
             rtpParameters=RtpParameters.model_validate(info["rtp_parameters"]))
         self._receiver = consumer.rtpReceiver or _receiver_of(self._recv_transport, consumer)
-        self._monitor.attach(self._receiver)
-        await self._listener.request("resume_consumer", consumer_id=info["id"])
-        self._translated_ready.set()
+        monitor = self._voiced if self.mode == "sfu" else self._monitor
+        monitor.attach(self._receiver)
+        if self.options.profile.has_request("resume_consumer"):
+            await self._listener.request("resume_consumer", consumer_id=info["id"])
+        self._consumed.set()
 
     def _on_onset(self, onset: Any) -> None:
         if self._correlator is not None:
             self._correlator.on_onset(onset)
+
+    def _on_voiced(self, t_arrival: float) -> None:
+        if self._transit is not None:
+            self._transit.on_voiced(t_arrival)
+
+    # ---- failures ------------------------------------------------------------------------------
+
+    def _on_lost(self, reason: str) -> None:
+        """The server dropped a channel: every pending utterance ends now, as an error where it stood."""
+        self.result.error = reason
+        self._consume_error = self._consume_error or reason
+        self._broken.set()
+        for uid in list(self._pending):
+            tl = self._pending.pop(uid)
+            tl.error = reason
+            tl.error_stage = _stage_reached(tl)
+            self._deliver(tl)
+        self._all_done.set()
+
+    def _deliver_failure(self, message: str, stage: str) -> None:
+        tl = UtteranceTimeline(
+            utterance_id=f"{self.conversation}-0", conversation=self.conversation, seq=0, fixture_id="",
+            source_language=self.options.source_language, target_language=self.options.target_language,
+            t_planned=self._clock(), wall_start=time.time(), mode=self.mode, error=message, error_stage=stage)
+        self.result.error = message
+        self._deliver(tl)
 
     # ---- speaking ------------------------------------------------------------------------------
 
@@ -284,22 +305,27 @@ class PipelineClient:
         track shortly before it is due, so the queue stays short; ``stop`` ends the plan. Utterances
         already handed over are still spoken and awaited, each at most until its own deadline.
         """
-        assert self._correlator is not None
+        assert self._correlator is not None or self._transit is not None
         loop = asyncio.get_running_loop()
         t0 = self._clock() + first_slot_delay_s
         wall0 = time.time() + first_slot_delay_s
         for seq, item in enumerate(plan, start=1):
             planned = t0 + item.offset_s
-            if await self._stopped_before(planned - SCHEDULE_AHEAD_S, stop):
+            if await self._stopped_before(planned - SCHEDULE_AHEAD_S, stop) or self._broken.is_set():
                 break
             tl = UtteranceTimeline(
                 utterance_id=f"{self.conversation}-{seq}", conversation=self.conversation, seq=seq,
                 fixture_id=item.fixture_id, source_language=self.options.source_language,
                 target_language=self.options.target_language, t_planned=planned,
-                wall_start=wall0 + item.offset_s)
+                wall_start=wall0 + item.offset_s, mode=self.mode)
             self._pending[tl.utterance_id] = tl
-            self._correlator.expect(tl)
-            self._track.schedule(PlannedUtterance(tl, item.clip))
+            on_speech_end = None
+            if self._transit is not None:
+                self._transit.expect(tl)
+                on_speech_end = self._transit.on_speech_end
+            elif self._correlator is not None:
+                self._correlator.expect(tl)
+            self._track.schedule(PlannedUtterance(tl, item.clip, on_speech_end))
             self.result.utterances += 1
             # Its clip plus the response timeout, then it is a timeout (loop.time() is time.monotonic()).
             deadline = planned + item.clip.duration_s + self.options.response_timeout_s
@@ -309,22 +335,27 @@ class PipelineClient:
             await self._all_done.wait()
 
     async def _stopped_before(self, moment: float, stop: asyncio.Event | None) -> bool:
-        """Wait until ``moment`` (the schedule's horizon); True when asked to stop first."""
+        """Wait until ``moment`` (the schedule's horizon); True when asked to stop, or when the server
+        dropped the conversation, first."""
         remaining = moment - self._clock()
-        if stop is None:
-            if remaining > 0:
-                await asyncio.sleep(remaining)
-            return False
         if remaining > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), remaining)
-        return stop.is_set()
+            waits = [asyncio.ensure_future(self._broken.wait())]
+            if stop is not None:
+                waits.append(asyncio.ensure_future(stop.wait()))
+            try:
+                await asyncio.wait(waits, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+        return self._broken.is_set() or (stop is not None and stop.is_set())
 
     def _expire(self, uid: str) -> None:
         tl = self._pending.pop(uid, None)
         if tl is not None:
-            assert self._correlator is not None
-            self._correlator.expire(tl)
+            if self._correlator is not None:
+                self._correlator.expire(tl)
+            if self._transit is not None:
+                self._transit.expire(tl)
             self._deliver(tl)
         self._all_done.set()
 
@@ -335,6 +366,7 @@ class PipelineClient:
 
     def _deliver(self, tl: UtteranceTimeline) -> None:
         self._on_utterance(tl, self)
+
 
     async def sample_stats(self, period_s: float = 2.0) -> None:
         """Refresh the RTC stats every period until cancelled; a failed sample leaves the last one."""
@@ -367,3 +399,11 @@ class PipelineClient:
         for channel in (self._speaker, self._listener):
             if channel is not None:
                 await channel.close()
+
+
+def _stage_reached(tl: UtteranceTimeline) -> str:
+    """The stage an utterance was in when it stopped: the one after its last milestone."""
+    last = tl.last_milestone()
+    if tl.mode == "sfu":
+        return "send" if last == "planned" else "sfu"
+    return STALLED_STAGE.get(last, "e2e")

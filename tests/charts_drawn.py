@@ -144,6 +144,11 @@ def box_stats(ax: Any, pos: int) -> dict[str, float]:
     return out
 
 
+def _near(offsets: Any, x: float, tol: float) -> bool:
+    points = np.asarray(offsets)
+    return bool(points.size) and abs(float(np.mean(points[:, 0])) - x) < tol
+
+
 def check_stage_distributions(fig: Figure, frame: pd.DataFrame, summary: RunSummary) -> None:
     (ax,) = fig.axes
     drawn = 0
@@ -157,8 +162,7 @@ def check_stage_distributions(fig: Figure, frame: pd.DataFrame, summary: RunSumm
         assert set(got) == set(qs), (stage, got)
         for name, q in qs.items():
             assert got[name] == pytest.approx(float(np.quantile(x, q)), rel=REL), (stage, name)
-        strip = [c for c in ax.collections if c.get_offsets().size and abs(np.mean(c.get_offsets()[:, 0]) - pos
-                                                                            - 0.36) < 0.13]
+        strip = [c for c in ax.collections if _near(c.get_offsets(), pos + 0.36, 0.13)]  # jittered points
         if x.size <= 100:  # few samples: every one drawn beside its box
             assert len(strip) == 1 and sorted(strip[0].get_offsets()[:, 1]) == pytest.approx(list(x)), stage
         else:
@@ -167,7 +171,8 @@ def check_stage_distributions(fig: Figure, frame: pd.DataFrame, summary: RunSumm
     target = [c for c in ax.collections if isinstance(c, LineCollection)]  # the e2e target, at the e2e box
     (segments,) = [c.get_segments() for c in target]
     e2e_pos = STAGES.index("e2e")
-    close(segments, [[[e2e_pos - 0.42, summary.target_ms], [e2e_pos + 0.42, summary.target_ms]]], "e2e target")
+    target_ms = summary.target_ms
+    close(segments, [[[e2e_pos - 0.42, target_ms], [e2e_pos + 0.42, target_ms]]], "e2e target at the e2e box")
 
 
 def check_stage_breakdown(fig: Figure, frame: pd.DataFrame) -> None:
@@ -256,7 +261,8 @@ def check_latency_vs_callers(fig: Figure, summary: RunSummary) -> None:
     x = [lv.callers for lv in levels]
     for name in ("p50", "p99"):
         close(xy(line(ax, f"e2e {name}"))[0], x, "knee x = caller levels")
-        close(xy(line(ax, f"e2e {name}"))[1], [lv.stages["e2e"].stat(name) for lv in levels], f"knee e2e {name}")
+        expected = [lv.stages["e2e"].stat(name) for lv in levels]
+        close(xy(line(ax, f"e2e {name}"))[1], expected, f"knee e2e {name}")
     (bar,) = ax.containers
     close(xy(bar.lines[0])[1], [lv.stages["e2e"].p95 for lv in levels], "knee e2e p95 (with CI)")
     for stage in PIPELINE:

@@ -12,7 +12,8 @@ from urllib.parse import urlparse
 import aiohttp
 
 from loadtest.preflight.config import PreflightConfig
-from loadtest.profile import SignalingProfile, load_profile
+from loadtest.profile import SignalingProfile
+from loadtest.profile_file import load_profile
 
 
 def strict_context(config: PreflightConfig) -> ssl.SSLContext:

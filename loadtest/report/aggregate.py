@@ -246,7 +246,8 @@ def summarise(
             f"the tester fell behind its send plan (p99 send lateness {lateness.p99:.0f} ms > "
             f"{LATENESS_WARN_MS:.0f} ms): the tester was overloaded and its latencies include its own delay"
         )
-    ok_without_e2e = int(((status == "ok") & ~np.isfinite(values["e2e"])).sum())
+    sfu_only = np.isfinite(frame["sfu_ms"].to_numpy(dtype=np.float64))  # plain-SFU rows have no e2e
+    ok_without_e2e = int(((status == "ok") & ~np.isfinite(values["e2e"]) & ~sfu_only).sum())
     if ok_without_e2e:
         warnings.append(f"{ok_without_e2e} ok row(s) have no e2e_ms (not counted under target)")
     stage_col = frame["status_stage"]

@@ -19,6 +19,7 @@ STAGES: tuple[str, ...] = ("connect", "stt", "translation", "tts", "e2e")
 PIPELINE_STAGES: tuple[str, ...] = ("stt", "translation", "tts")
 # Other per-utterance numeric columns worth a distribution when present (RTC stats, quality, tester health).
 EXTRA_METRICS: tuple[str, ...] = (
+    "sfu_ms",  # SFU transit (profiles in mode "sfu": plain SFUs with no pipeline)
     "jitter_ms",
     "packets_lost",
     "rtt_ms",

@@ -38,6 +38,8 @@ OPS: dict[str, Callable[[float, float], bool]] = {
 }
 # The production budget (per-stage p95 ceilings); the e2e line follows the run's target.
 PRODUCTION_BUDGET = ("stt.p95 < 500", "translation.p95 < 150", "tts.p95 < 800")
+# A plain SFU (profile mode "sfu") has no pipeline: the budget's DTLS/SRTP + network part, and no losses.
+SFU_BUDGET = ("sfu.p95 < 100", "timeout_rate < 1%", "error_rate < 1%")
 
 _EXPR = re.compile(
     r"^\s*(?P<metric>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_()]+)?)\s*"

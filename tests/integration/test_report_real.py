@@ -10,8 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from loadtest.report.report import build_report
+from tests.charts_drawn import captured_figures, check_run_charts
 from tests.integration.stackrun import REPO
 from tests.integration.test_report_html import chromium, console_lines, needs_chromium
 
@@ -103,6 +106,23 @@ def test_every_chart_is_written(real_run: tuple[Path, subprocess.CompletedProces
         assert "<svg" in svg.read_text()
     html = (out / "report.html").read_text()
     assert html.count("<svg") >= len(expected)  # charts inlined: the page stands alone
+
+
+def test_charts_draw_the_runs_samples(
+    real_run: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    """The run's charts, redrawn here from its samples (byte-identical SVGs, so the same figures), hold
+    the real utterances: CDF steps, box statistics, stacked stage medians, points over time."""
+    out, _ = real_run
+    frame = pd.read_parquet(out / "samples.parquet")
+    with captured_figures() as figures:
+        again = build_report(out, out_dir=tmp_path / "again")
+    assert again.summary.counts.sent == len(frame) >= 4
+    assert {c.name for c in again.charts} == set(figures) >= set(BASE_CHARTS)
+    for name in figures:
+        written = (out / "charts" / f"{name}.svg").read_text()
+        assert (tmp_path / "again" / "charts" / f"{name}.svg").read_text() == written, name
+    check_run_charts(figures, frame, again.summary)
 
 
 @needs_chromium

@@ -9,7 +9,8 @@ import pytest
 
 from loadtest.config import ConfigError, load_run_config
 from loadtest.journal import JournalShard, merge_to_parquet
-from loadtest.profile import ProfileError, load_profile
+from loadtest.profile import ProfileError
+from loadtest.profile_file import load_profile
 from loadtest.timeline import RowContext, UtteranceTimeline, to_row
 
 pytestmark = pytest.mark.unit

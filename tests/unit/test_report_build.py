@@ -19,6 +19,7 @@ from loadtest.report.model import (
 from loadtest.report.report import build_comparison, build_report
 from loadtest.report.synthetic import SyntheticSpec, make_samples, write_journal, write_run
 from loadtest.report.thresholds import ThresholdError
+from tests.charts_drawn import captured_figures, check_run_charts
 
 pytestmark = pytest.mark.unit
 
@@ -42,22 +43,25 @@ def step_run(tmp_path_factory: pytest.TempPathFactory):
     (run_dir / "run.json").write_text(
         json.dumps({"run_id": "r-42", "target": "https://x", "insecure_tls": True})
     )
-    result = build_report(run_dir, metadata=RunMetadata(scenario="steps"), csv=True)
-    return run_dir, frame, result
+    with captured_figures() as figures:
+        result = build_report(run_dir, metadata=RunMetadata(scenario="steps"), csv=True)
+    return run_dir, frame, result, figures
 
 
-def test_every_chart_is_produced_and_non_empty(step_run) -> None:
-    run_dir, _, result = step_run
-    assert {c.name for c in result.charts} == ALL_CHARTS
+def test_every_chart_is_produced_and_draws_the_data(step_run) -> None:
+    run_dir, frame, result, figures = step_run
+    assert {c.name for c in result.charts} == ALL_CHARTS == set(figures)
     for name in ALL_CHARTS:
         for ext in ("png", "svg"):
             path = run_dir / "charts" / f"{name}.{ext}"
             assert path.stat().st_size > 5000, path
         assert (run_dir / "charts" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # What is drawn: CDF, box statistics, stacked bars, per-bin and per-level lines equal the samples'.
+    check_run_charts(figures, frame, result.summary)
 
 
 def test_summary_json_contract(step_run) -> None:
-    run_dir, frame, result = step_run
+    run_dir, frame, result, _ = step_run
     data = json.loads((run_dir / "summary.json").read_text())
     assert data["schema_version"] == 1
     assert data["utterances"] == {
@@ -94,7 +98,7 @@ def test_summary_json_contract(step_run) -> None:
 
 
 def test_html_is_self_contained(step_run) -> None:
-    run_dir, _, result = step_run
+    run_dir, _, result, _ = step_run
     html = result.html_path.read_text()
     assert html.startswith("<!DOCTYPE html>")
     assert "<script" not in html
@@ -107,7 +111,7 @@ def test_html_is_self_contained(step_run) -> None:
 
 
 def test_csv_on_request(step_run) -> None:
-    run_dir, frame, result = step_run
+    run_dir, frame, result, _ = step_run
     assert result.csv_path == run_dir / "samples.csv"
     header = result.csv_path.read_text().splitlines()[0].split(",")
     assert "transcript" in header and len(result.csv_path.read_text().splitlines()) == len(frame) + 1

@@ -19,6 +19,7 @@ from loadtest.report.model import RunMetadata
 from loadtest.report.report import build_report
 from loadtest.report.synthetic import SyntheticSpec, make_samples, write_run
 from loadtest.report.timeseries import MAX_BINS, MIN_BINS, build_timeseries, choose_bin
+from tests.charts_drawn import captured_figures, check_run_charts
 
 pytestmark = pytest.mark.unit
 
@@ -157,9 +158,22 @@ def test_long_run_uses_minutes_and_p99(figures: list[Any], tmp_path: Path) -> No
     assert len(figures[0].axes[0].collections[0].get_offsets()) == 4000  # a sample, not 60k points
 
 
-def test_every_chart_is_written_for_a_short_run(tmp_path: Path) -> None:
-    run_dir = _write(tmp_path, short_run())
-    result = build_report(run_dir)
+def short_run_with_failures() -> pd.DataFrame:
+    """The short run with one timeout (at tts) and one error (at stt): marks and error bars to draw."""
+    frame = short_run()
+    frame.loc[4, ["status", "status_stage"]] = ["timeout", "tts"]
+    frame.loc[4, ["tts_ms", "e2e_ms"]] = np.nan
+    frame.loc[7, ["status", "status_stage"]] = ["error", "stt"]
+    frame.loc[7, ["stt_ms", "translation_ms", "tts_ms", "e2e_ms"]] = np.nan
+    return frame
+
+
+@pytest.mark.parametrize("make_frame", [short_run, short_run_with_failures], ids=["clean", "failures"])
+def test_every_chart_is_written_for_a_short_run(tmp_path: Path, make_frame: Any) -> None:
+    frame = make_frame()
+    run_dir = _write(tmp_path, frame)
+    with captured_figures() as drawn:
+        result = build_report(run_dir)
     names = {c.name for c in result.charts}
     assert names == {
         "e2e_cdf",
@@ -172,6 +186,9 @@ def test_every_chart_is_written_for_a_short_run(tmp_path: Path) -> None:
     for name in names:
         assert (run_dir / "charts" / f"{name}.png").stat().st_size > 5000
         assert (run_dir / "charts" / f"{name}.svg").stat().st_size > 5000
+    # And what they draw: a dozen utterances as exact CDF steps, strip points beside each box, ...
+    assert set(drawn) == names
+    check_run_charts(drawn, frame, result.summary)
 
 
 def _write(tmp_path: Path, frame: pd.DataFrame) -> Path:

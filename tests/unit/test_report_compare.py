@@ -1,11 +1,18 @@
-"""Compare: an injected +10 % p95 shift is flagged; two samples of one distribution stay quiet."""
+"""Compare: an injected +10 % p95 shift is flagged; two samples of one distribution stay quiet.
+
+The call is made on the p95: a shift of the tail alone is a regression, a shift of the median alone
+(which a median or rank test would call) is not.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 
 from loadtest.report.compare import MIN_COMPARE_SAMPLES, compare_stage, compare_values, stage_call
+from loadtest.report.model import StageComparison
 
 pytestmark = pytest.mark.unit
 
@@ -28,6 +35,51 @@ def test_flags_a_ten_percent_p95_shift() -> None:
         assert p95.delta_pct == pytest.approx(10.0, abs=8.0)
         flagged += st.regression
     assert flagged >= 19
+
+
+# Population quantiles of _e2e: median 900 ms, sigma 0.35 (z of p80 = 0.8416, of p90 = 1.2816).
+P50, P80, P90 = 900.0, 900.0 * np.exp(0.35 * 0.8416), 900.0 * np.exp(0.35 * 1.2816)
+
+
+def _tail_only(x: np.ndarray) -> np.ndarray:
+    """Above the population p80, twice as far from it: p50 untouched, p95 about +25 %."""
+    return np.where(x > P80, P80 + (x - P80) * 2.0, x)
+
+
+def _median_only(x: np.ndarray) -> np.ndarray:
+    """×1.2 up to the population p50, easing back to ×1 at its p90 (monotone): p50 +20 %, p95 untouched."""
+    w = np.clip((x - P50) / (P90 - P50), 0.0, 1.0)
+    return x * (1.2 * (1.0 - w) + w)
+
+
+def _trials(shift: Callable[[np.ndarray], np.ndarray]) -> list[StageComparison]:
+    out = []
+    for seed in range(20):
+        rng = np.random.default_rng(1000 + seed)
+        base, cand = _e2e(rng), shift(_e2e(rng))
+        out.append(compare_stage("e2e", base, cand, np.random.default_rng(seed), resamples=RESAMPLES))
+    return out
+
+
+def _delta_pct(st: StageComparison, q: str) -> float:
+    return next(d.delta_pct for d in st.quantiles if d.q == q)
+
+
+def test_flags_a_tail_only_shift() -> None:
+    trials = _trials(_tail_only)
+    for st in trials:
+        assert abs(_delta_pct(st, "p50")) < 5.0  # the median did not move: a median rule stays quiet
+        assert _delta_pct(st, "p95") > 10.0
+    assert sum(st.regression for st in trials) >= 19
+
+
+def test_quiet_on_a_median_only_shift() -> None:
+    trials = _trials(_median_only)
+    for st in trials:
+        assert _delta_pct(st, "p50") > 15.0  # a median rule would call every one of these
+        assert st.mannwhitney_p < 1e-6  # so would the rank test: it is reported, it does not decide
+        assert abs(_delta_pct(st, "p95")) < 6.0
+    assert sum(st.regression for st in trials) <= 1
 
 
 def test_quiet_on_one_distribution_in_95_of_100_trials() -> None:

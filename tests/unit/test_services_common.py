@@ -104,14 +104,33 @@ def test_every_config_loads(path) -> None:
 
 
 def test_default_config_is_calibrated_to_the_budget() -> None:
+    """What sut/configs/default.toml claims, each at the quantile it names.
+
+    The budget is a p95 budget (the default thresholds: stt.p95 < 500, translation.p95 < 150,
+    tts.p95 < 800). Claimed: translation's and TTS's p99 sit on the budget's top (≈ 150, ≈ 800 ms), so
+    their p95 is under it; STT's p99 ≈ 270 ms; and the tester's stt stage -- the gateway's end-of-speech
+    hangover plus the STT service time -- has its median at hangover + 150 ms and its p95 just under
+    500 ms ("on the budget's edge"). Tolerances: 20 000 seeded draws put the sample median within ~0.3 %
+    and the p99 within ~0.7 % (one standard error) of the model's; 2 % and 3 % are the claims' "≈".
+    """
     cfg = load_stack_config("default")
-    # The tester's stt stage is the gateway's end-of-speech hangover plus the STT service time.
     hangover = cfg.gateway.vad_hangover_ms
-    for svc, offset, lo, hi in ((cfg.stt, hangover, 200, 500), (cfg.translation, 0, 50, 150),
-                                (cfg.tts, 0, 300, 800)):
-        x = draws(svc.latency, 20000) + offset
-        # p5 at the bottom of the range, p99 near its top: the stack sits on the budget's edge.
-        assert lo * 0.95 < np.percentile(x, 5) and np.percentile(x, 99) < hi * 1.10, svc
+    claims = (  # service, median, p99 (ms), the budget range of its stage
+        (cfg.stt, 150, 270, (200, 500)),
+        (cfg.translation, 90, 150, (50, 150)),
+        (cfg.tts, 450, 800, (300, 800)),
+    )
+    for svc, median_ms, p99_ms, budget in claims:
+        x = draws(svc.latency, 20000)
+        assert np.median(x) == pytest.approx(median_ms, rel=0.02), svc
+        assert np.percentile(x, 99) == pytest.approx(p99_ms, rel=0.03), svc
+        stage = x + (hangover if svc is cfg.stt else 0)
+        lo, hi = budget
+        assert np.percentile(stage, 95) < hi, svc  # the p95 budget holds with no load
+        assert lo * 0.95 < np.percentile(stage, 5), svc  # and p5 sits at the bottom of the range
+    stt_stage = draws(cfg.stt.latency, 20000) + hangover
+    assert np.median(stt_stage) == pytest.approx(hangover + 150, rel=0.02)
+    assert 0.9 * 500 < np.percentile(stt_stage, 95) < 500  # on the edge: within 10 % under the budget
 
 
 def test_cli_config_and_port_offset(tmp_path) -> None:
