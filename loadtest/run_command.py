@@ -12,6 +12,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -175,11 +176,17 @@ def audit(cfg: RunConfig, target: Target, run_dir: Path) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from loadtest.credentials import credentials_for
     from loadtest.fixtures import FixtureLibrary
     from loadtest.profile_file import load_profile
 
     cfg = build_config(args)
-    load_profile(cfg.target.profile)
+    profile = load_profile(cfg.target.profile)
+    credentials_for(profile, cfg.target.auth_token)  # a missing secret or token file: a usage error now
+    if profile.mode == "sfu" and not cfg.thresholds:
+        from loadtest.report.thresholds import SFU_BUDGET
+
+        cfg = replace(cfg, thresholds=SFU_BUDGET)  # a plain SFU has no pipeline to hold to its budget
     library = FixtureLibrary(Path(cfg.scenario.fixtures))
     library.require(cfg.scenario.fixture_ids)
     warn_about_plan(cfg, library)

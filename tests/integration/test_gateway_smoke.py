@@ -42,6 +42,7 @@ from tests.integration.gateway_harness import (
     start_stack,
     worker_bin,
 )
+from tests.prereq import missing
 
 pytestmark = pytest.mark.integration
 
@@ -49,11 +50,9 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 async def stack_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Callable[..., Any]]:
     if not (GATEWAY_DIR / "node_modules" / "mediasoup").is_dir():
-        pytest.skip("sut/gateway/node_modules missing: run npm install in sut/gateway")
+        missing("sut/gateway/node_modules missing: run npm install in sut/gateway")
     if worker_bin() is None:
-        pytest.skip(
-            "no mediasoup worker: set MEDIASOUP_WORKER_BIN or build it (/tmp/speechload-worker-path.txt)"
-        )
+        missing("no mediasoup worker: set MEDIASOUP_WORKER_BIN or build it (/tmp/speechload-worker-path.txt)")
     pin_ice_to_loopback(monkeypatch)
     started: list[Proc] = []
 
@@ -75,7 +74,7 @@ async def test_gateway_pipeline_end_to_end(stack_factory: Callable[..., Any], tm
     measures signaling, VAD segmentation, stage latencies and injection pacing.
     """
     if not services_available():
-        pytest.skip("sut/services/{stt,translation,tts}.py not all present yet")
+        missing("sut/services/{stt,translation,tts}.py not all present yet")
     info = await stack_factory(with_services=True)
     room = "smoke-room"
     pause = np.zeros(int(0.6 * RATE), np.int16)

@@ -10,13 +10,12 @@ import pytest
 
 from loadtest.report.report import build_comparison, build_report
 from loadtest.report.synthetic import SyntheticSpec, make_samples, write_run
+from tests.prereq import needs
 
 pytestmark = pytest.mark.integration
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="chromium not installed (apt-get install chromium)"
-)
+needs_chromium = needs(CHROMIUM is not None, "chromium not installed (apt-get install chromium)")
 
 
 def chromium(profile: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,18 +19,22 @@ from loadtest.fixtures import (
     RATE,
     FixtureError,
     FixtureLibrary,
+    SpeechSpan,
     analyse_speech,
     decode_opus,
     encode_opus,
     frame_levels_dbfs,
     load_manifest,
     load_pcm48k,
+    read_mono,
     silence_packet,
+    to_48k,
 )
 
 pytestmark = pytest.mark.unit
 
 MAX_PAUSE_S = 0.35  # the gateway's VAD would split an utterance at a pause this long
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +83,82 @@ def test_speech_offsets_equal_a_fresh_analysis(fixtures):
         assert f.max_internal_pause_s < MAX_PAUSE_S, f.id
         # The manifest offsets name the same frames the analysis found.
         assert (f.first_voiced, f.last_voiced) == (span.first_voiced, span.last_voiced), f.id
+
+
+# --------------------------------------------------------------------------- the analysis itself
+
+# The manifest's offsets were written by analyse_speech, so comparing them with it again only proves
+# repeatability. Here it meets a signal whose onsets are known to the sample: a -70 dBFS noise floor
+# and tone bursts (RMS in dBFS) at 16 kHz, written as a PCM_16 WAV like the fixtures and read back
+# through the same path (read_mono, to_48k). Stated tolerance: the analysis works on 20 ms frames, so
+# speech starts at the start of the frame holding the first onset and ends at the end of the frame
+# holding the last offset -- start in (onset - 20 ms, onset], end in [offset, offset + 20 ms) -- and a
+# pause is the whole unvoiced frames inside it, (gap - 40 ms, gap]. Onsets sit 2 ms from frame edges
+# too: the resampler's ringing (< 1 ms) must not leak a frame either way.
+SRC_RATE = 16000
+BURSTS = {  # (onset s, offset s, RMS dBFS, tone Hz)
+    "mid-frame": [(0.3071, 0.9133, -12.0, 440.0), (1.1447, 2.2289, -20.0, 300.0)],
+    "near-edges": [(0.1020, 0.5390, -30.0, 1000.0), (0.7610, 1.5980, -15.0, 200.0)],
+    "on-edges": [(0.2400, 0.8000, -25.0, 660.0), (1.2000, 2.5000, -10.0, 150.0)],
+}
+
+
+def synthetic_clip(tmp_path: Path, bursts: list[tuple[float, float, float, float]], seconds: float = 3.0
+                   ) -> Path:
+    rng = np.random.default_rng(3)
+    n = int(seconds * SRC_RATE)
+    x = rng.normal(0.0, 10 ** (-70 / 20), n)
+    t = np.arange(n) / SRC_RATE
+    for onset, offset, dbfs, hz in bursts:
+        i0, i1 = round(onset * SRC_RATE), round(offset * SRC_RATE)
+        x[i0:i1] += 10 ** (dbfs / 20) * math.sqrt(2) * np.sin(2 * np.pi * hz * t[i0:i1])
+    path = tmp_path / "synthetic.wav"
+    pcm = np.clip(np.round(x * 32768), -32768, 32767).astype(np.int16)
+    sf.write(str(path), pcm, SRC_RATE, subtype="PCM_16")
+    return path
+
+
+def analyse_file(path: Path) -> SpeechSpan:
+    samples, rate = read_mono(path)
+    assert rate == SRC_RATE
+    return analyse_speech(to_48k(samples, rate))
+
+
+@pytest.mark.parametrize("case", sorted(BURSTS))
+def test_analysis_finds_known_onsets_to_the_frame(tmp_path: Path, case: str) -> None:
+    bursts = BURSTS[case]
+    span = analyse_file(synthetic_clip(tmp_path, bursts))
+    onset, offset = bursts[0][0], bursts[-1][1]
+    gap = bursts[1][0] - bursts[0][1]
+    frame = FRAME_SAMPLES / RATE
+    eps = 1e-9  # float noise of the onsets' decimal seconds (1.2 - 0.8 < 0.4)
+    assert onset - frame < span.speech_start_s <= onset + eps, (case, span)
+    assert offset - eps <= span.speech_end_s < offset + frame, (case, span)
+    assert gap - 2 * frame < span.max_internal_pause_s <= gap + eps, (case, span)
+    assert (span.first_voiced, span.last_voiced) == (math.floor(onset / frame), math.ceil(offset / frame) - 1)
+
+
+def test_analysis_threshold_is_minus_45_dbfs(tmp_path: Path) -> None:
+    """A -50 dBFS burst (a breath, a room) is not speech; a -40 dBFS one is: the span is the latter's."""
+    bursts = [(0.5110, 0.9050, -50.0, 440.0), (1.3030, 2.1170, -40.0, 440.0)]
+    span = analyse_file(synthetic_clip(tmp_path, bursts))
+    assert (span.speech_start_s, span.speech_end_s, span.max_internal_pause_s) == (1.30, 2.12, 0.0)
+
+
+def test_make_fixtures_cuts_the_loud_phrase_not_a_breath_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """scripts/make_fixtures.py's phrase finder on the same kind of signal: a quiet voiced blip (-42
+    dBFS: voiced, never loud) 160 ms before a two-burst phrase is left out, the phrase found by frame."""
+    spec = importlib.util.spec_from_file_location("make_fixtures", REPO / "scripts" / "make_fixtures.py")
+    assert spec and spec.loader
+    make_fixtures = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "make_fixtures", make_fixtures)  # its dataclasses look it up there
+    spec.loader.exec_module(make_fixtures)
+    bursts = [(0.0330, 0.1450, -42.0, 300.0), *BURSTS["mid-frame"]]
+    samples, rate = read_mono(synthetic_clip(tmp_path, bursts))
+    first, last = make_fixtures.phrase_frames(frame_levels_dbfs(to_48k(samples, rate)))
+    assert (first, last) == (15, 111)  # 0.3071 s is in frame 15 (0.30-0.32), 2.2289 s in frame 111
 
 
 def test_clips_keep_a_margin_of_recorded_audio(fixtures):
