@@ -3,7 +3,7 @@
 
 Usage: mediasoup_3_13_5.py WORKER_DIR   (the `worker/` folder of the extracted npm package)
 
-Why (see shared FACTS, "mediasoup on this machine"):
+Why:
 * worker/meson.build and deps/libwebrtc/meson.build call subproject() directly, and the wraps download
   sources (unreachable offline). We rewrite each subproject into pkg-config dependency() lookups.
   The libraries are then linked as shared Debian libraries instead of `link_whole` static archives.

@@ -7,11 +7,7 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
-import hmac
-import json
 import os
 import queue
 import shutil
@@ -44,22 +40,10 @@ class ForeignGateway:
 
 
 def mint_token(secret: str, claims: Mapping[str, Any]) -> str:
-    """An HS256 JWT of `claims` (PyJWT when installed, else the same encoding done here)."""
-    try:
-        import jwt  # PyJWT
-    except ImportError:
-        return _hs256(secret, claims)
+    """An HS256 JWT of `claims` (PyJWT), as the gateway's `access_token`."""
+    import jwt
+
     return str(jwt.encode(dict(claims), secret, algorithm="HS256"))
-
-
-def _hs256(secret: str, claims: Mapping[str, Any]) -> str:
-    def b64(data: bytes) -> str:
-        return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-    header = b64(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
-    payload = b64(json.dumps(dict(claims), separators=(",", ":")).encode())
-    signature = hmac.new(secret.encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest()
-    return f"{header}.{payload}.{b64(signature)}"
 
 
 def worker_bin() -> str:

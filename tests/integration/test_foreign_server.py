@@ -31,7 +31,7 @@ from sut.foreign.launcher import ForeignGateway, ForeignGatewayError, foreign_ga
 pytestmark = pytest.mark.integration
 
 LISTEN_IP = "127.0.0.1"
-SECRET = "foreign-test-secret"
+SECRET = "foreign-test-secret-0123456789abcdef"  # HS256 wants >= 32 bytes
 ORIGIN = "http://app.foreign.test"
 STATS_KEY = "foreign-stats-key"
 NS = "/sfu"
@@ -110,7 +110,7 @@ async def refused(url: str, tok: str, origin: str = ORIGIN) -> str:
 async def test_handshake_refusals(gateway: ForeignGateway) -> None:
     good = token("alice", "r1")
     assert await refused(gateway.url, good, origin="http://evil.test") == "Origin not allowed"
-    forged = mint_token("another-secret", {"sub": "alice", "room": "r1"})
+    forged = mint_token("another-secret-0123456789abcdef0123", {"sub": "alice", "room": "r1"})
     assert (await refused(gateway.url, forged)).startswith("invalid token")
     expired = token("alice", "r1", exp=int(time.time()) - 5)
     assert await refused(gateway.url, expired) == "invalid token: expired"
