@@ -106,7 +106,9 @@ class Run:
         try:
             await client.connect()
         except (SignalingError, OSError, TimeoutError) as exc:
-            self.connect_errors.append(str(exc))
+            # A bare TimeoutError (ICE/DTLS never completed, e.g. no relay allocation) has no message.
+            self.connect_errors.append(str(exc) or f"connect gave up after "
+                                       f"{options.connect_timeout_s:.0f} s ({type(exc).__name__})")
             await client.close()
             return
         self.active.change(time.monotonic(), +1)

@@ -195,7 +195,14 @@ class PipelineClient:
         else:
             self._correlator = Correlator(producer.id, self._complete, self._clock)
         await self._consume_wanted()
-        return await asyncio.wait_for(transport.connected_at, self.options.connect_timeout_s)
+        timeout = self.options.connect_timeout_s
+        try:
+            return await asyncio.wait_for(transport.connected_at, timeout)
+        except TimeoutError:
+            via = "through the TURN relay " if self.options.relay is not None else ""
+            raise SignalingError(f"send transport: ICE + DTLS did not complete {via}within {timeout:.0f} s "
+                                 "(no reachable candidate pair: check --ice-address and the gateway's "
+                                 "announced address)") from None
 
     async def _open_listener(self, join: dict[str, Any]) -> None:
         assert self._listener is not None

@@ -164,5 +164,5 @@ def test_relay_only_goes_through_turn_and_keeps_the_secret(remote_stack: RemoteS
     bad, _ = _run(remote_stack, refused, *relay, "--turn-credential", wrong)
     assert bad.returncode == 3, bad.stderr[-3000:]
     assert wrong not in bad.stdout + bad.stderr + (refused / "run-failed.json").read_text()
-    assert "transport failed" in bad.stderr, bad.stderr[-3000:]
+    assert "transport failed" in bad.stderr or "connect gave up" in bad.stderr, bad.stderr[-3000:]
     print(f"\nrelay-only: {len(samples)} utterances ok in {took:.1f} s; wrong secret: no connection")
