@@ -13,8 +13,13 @@ export MEDIASOUP_WORKER_BIN
 setup:
 	scripts/setup.sh
 
+# After setup every prerequisite is installed, so a test that would skip for lack of one (the worker,
+# pocketsphinx-testdata, redis-server, ...) fails instead (tests/prereq.py, sut/gateway/test/prereq.js).
+test unit integration: export SPEECHLOAD_REQUIRE_ALL := 1
+
 test: setup
 	$(VENV)/ruff check .
+	cd sut/gateway && npm test
 	$(VENV)/pytest -q
 
 unit: setup

@@ -27,6 +27,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def make_parser() -> argparse.ArgumentParser:
     from loadtest.preflight.command import add_preflight_command
+    from loadtest.profile_check import add_profile_command
     from loadtest.report.commands import add_report_commands
     from loadtest.run_command import add_run_command
     from sut.stack_cli import add_stack_commands
@@ -38,6 +39,7 @@ def make_parser() -> argparse.ArgumentParser:
     add_stack_commands(sub)
     add_report_commands(sub, run_factory=nightly_run_factory)
     add_preflight_command(sub)
+    add_profile_command(sub)
     return parser
 
 

@@ -37,7 +37,8 @@ class LinkWatch:
 
     def state(self) -> str:
         pc = self.pc
-        return f"ICE {getattr(pc, 'iceConnectionState', '?')}, connection {getattr(pc, 'connectionState', '?')}"
+        ice, connection = getattr(pc, "iceConnectionState", "?"), getattr(pc, "connectionState", "?")
+        return f"ICE {ice}, connection {connection}"
 
 
 def watch_link(transport: Any, direction: str) -> LinkWatch:
@@ -62,7 +63,8 @@ def watch_link(transport: Any, direction: str) -> LinkWatch:
             watch.connected.set_result(watch.dtls_at)
         elif pc.connectionState in ("failed", "closed"):
             what = "ICE" if watch.ice_at is None else "DTLS"
-            watch.connected.set_exception(SignalingError(f"{direction} transport {pc.connectionState} ({what})"))
+            failed = SignalingError(f"{direction} transport {pc.connectionState} ({what})")
+            watch.connected.set_exception(failed)
 
     return watch
 

@@ -82,12 +82,21 @@ class RequestSpec:
     response: dict[str, str]  # session variable ← dotted path into the answer's data
     timeout_s: float | None = None  # None: the client's default request timeout
     expect: str | None = None  # a plain-string answer must equal this
+    optional: tuple[str, ...] = ()  # response keys the answer may lack (then None)
 
     def build(self, variables: dict[str, Any]) -> dict[str, Any]:
         return fill(self.payload, variables, f"requests.{self.name}.payload")
 
     def parse(self, data: Any) -> dict[str, Any]:
-        return {key: lookup(data, path) for key, path in self.response.items()}
+        out: dict[str, Any] = {}
+        for key, path in self.response.items():
+            try:
+                out[key] = lookup(data, path)
+            except MissingField:
+                if key not in self.optional:
+                    raise
+                out[key] = None
+        return out
 
 
 @dataclass(frozen=True)

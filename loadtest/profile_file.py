@@ -32,6 +32,7 @@ from loadtest.tomlconfig import check_keys, coerce, read_toml
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 TOP_KEYS = {"version", "mode", "socketio", "ack", "sequence", "requests", "producers", "events", "timestamps",
             "values", "credentials"}
+REQUEST_KEYS = {"event", "payload", "response", "timeout_s", "expect", "optional"}
 CREDENTIAL_KINDS = ("none", "static", "file", "jwt")
 JWT_ALGORITHMS = ("HS256", "HS384", "HS512")
 
@@ -155,7 +156,7 @@ def _requests(table: dict[str, Any]) -> dict[str, RequestSpec]:
         where = f"requests.{name}"
         if not isinstance(spec, dict):
             raise ProfileError(f"'{where}' must be a table")
-        check_keys(spec, {"event", "payload", "response", "timeout_s", "expect"}, where, ProfileError)
+        check_keys(spec, REQUEST_KEYS, where, ProfileError)
         payload = spec.get("payload", {})
         if not isinstance(payload, dict):
             raise ProfileError(f"'{where}.payload' must be a table")
@@ -165,9 +166,14 @@ def _requests(table: dict[str, Any]) -> dict[str, RequestSpec]:
         expect = spec.get("expect")
         if expect is not None and not isinstance(expect, str):
             raise ProfileError(f"'{where}.expect' must be a string (the plain-string answer expected)")
-        specs[name] = RequestSpec(name, _str(spec, "event", where), dict(payload),
-                                  _str_map(spec.get("response", {}), f"{where}.response"),
-                                  None if timeout is None else float(timeout), expect)
+        response = _str_map(spec.get("response", {}), f"{where}.response")
+        optional = _names(spec.get("optional", []), f"{where}.optional")
+        for key in optional:
+            if key not in response:
+                raise ProfileError(f"'{where}.optional' names '{key}', which is not a key of "
+                                   f"'{where}.response'")
+        specs[name] = RequestSpec(name, _str(spec, "event", where), dict(payload), response,
+                                  None if timeout is None else float(timeout), expect, optional)
     for required in REQUIRED_REQUESTS:
         if required not in specs:
             raise ProfileError(f"missing table [requests.{required}]")

@@ -53,5 +53,6 @@ class RowMaker:
             reference_transcript=reference_transcript, reference_translation=reference_translation,
             wer=quality.wer, chrf=quality.chrf, jitter_ms=client.stats["jitter_ms"],
             packets_lost=client.stats["packets_lost"], rtt_ms=client.stats["rtt_ms"],
-            active_users=self.active.at(tl.t_planned))
+            active_users=self.active.at(tl.t_planned), speaker_node=client.result.speaker_node,
+            listener_node=client.result.listener_node)
         return to_row(tl, ctx)

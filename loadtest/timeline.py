@@ -204,6 +204,8 @@ class SampleRow:
     packets_lost: float | None
     rtt_ms: float | None
     active_users: int
+    speaker_node: str | None = None
+    listener_node: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -225,6 +227,8 @@ class RowContext:
     packets_lost: float | None
     rtt_ms: float | None
     active_users: int
+    speaker_node: str | None = None
+    listener_node: str | None = None
 
 
 def to_row(tl: UtteranceTimeline, ctx: RowContext) -> SampleRow:
@@ -275,4 +279,6 @@ def to_row(tl: UtteranceTimeline, ctx: RowContext) -> SampleRow:
         packets_lost=ctx.packets_lost,
         rtt_ms=ctx.rtt_ms,
         active_users=ctx.active_users,
+        speaker_node=ctx.speaker_node,
+        listener_node=ctx.listener_node,
     )

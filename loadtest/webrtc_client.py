@@ -78,6 +78,8 @@ class ConversationResult:
     malformed_events: int = 0
     unmatched_events: int = 0
     translated_packets: int = 0
+    speaker_node: str | None = None  # the gateway replica each peer joined (join answer's `node`)
+    listener_node: str | None = None
 
 
 UtteranceSink = Callable[[UtteranceTimeline, "PipelineClient"], None]
@@ -138,6 +140,8 @@ class PipelineClient:
         self._register_listener_events(self._listener)
         listener_join = await self._join(self._listener)
         speaker_join = await self._join(self._speaker)
+        self.result.speaker_node = _node(speaker_join)
+        self.result.listener_node = _node(listener_join)
         await self._open_listener(listener_join)
         connected = await self._open_speaker(speaker_join)
         self.result.connect_ms = (connected - t_start) * 1000.0
@@ -414,3 +418,8 @@ def _stage_reached(tl: UtteranceTimeline) -> str:
     if tl.mode == "sfu":
         return "send" if last == "planned" else "sfu"
     return STALLED_STAGE.get(last, "e2e")
+
+
+def _node(join: dict[str, Any]) -> str | None:
+    node = join.get("node")
+    return None if node is None else str(node)

@@ -2,8 +2,8 @@
 sees everything behind it), then every other check at once, each bounded by its own timeout.
 
 Dependencies are awaited, never slept on: relayed media waits for its TURN allocation (and is skipped
-when that failed: the allocation is the cause, reported once); /health is fetched once for the health
-and coordination checks.
+when that failed: the allocation is the cause, reported once); the health endpoint is fetched once for
+the health and coordination checks.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from loadtest.ice import choose_ice
 from loadtest.preflight import checks_backends as backends
 from loadtest.preflight import checks_http as http
 from loadtest.preflight import checks_media as media
+from loadtest.preflight import checks_socketio as sio
 from loadtest.preflight.config import PreflightConfig, TurnServer
 from loadtest.preflight.context import AuditContext
 from loadtest.preflight.model import GROUPS, CheckResult, PreflightReport, Verdict, run_check, skipped
@@ -100,14 +101,21 @@ def _jobs(ctx: AuditContext) -> list[Job]:
         job(f"routes.route[{r.name}]", "Routes", f"{r.name} {r.url}", partial(http.check_route, ctx, r), t)
         for r in c.routes
     ]
+    if c.health:
+        jobs += [
+            job("gateway.health", "Gateway", c.health, partial(http.check_health, ctx), t),
+            job("gateway.coordination", "Gateway", "Redis coordination (gateway's view)",
+                partial(http.check_coordination, ctx), t),
+        ]
+    else:
+        jobs += [_done(skipped(key, "Gateway", name, "not checked ([target] health_path = \"\")"))
+                 for key, name in (("gateway.health", "health"),
+                                   ("gateway.coordination", "Redis coordination (gateway's view)"))]
     jobs += [
-        job("gateway.health", "Gateway", "/health", partial(http.check_health, ctx), t),
-        job("gateway.coordination", "Gateway", "Redis coordination (gateway's view)",
-            partial(http.check_coordination, ctx), t),
         job("gateway.socketio-polling", "Gateway", "Socket.IO handshake (polling)",
-            partial(http.check_socketio_polling, ctx), t),
+            partial(sio.check_socketio_polling, ctx), t),
         job("gateway.socketio-websocket", "Gateway", "Socket.IO WebSocket upgrade",
-            partial(http.check_socketio_websocket, ctx), t),
+            partial(sio.check_socketio_websocket, ctx), t),
     ]
     if c.media:
         jobs.append(job("media.webrtc", "Media", "WebRTC via SFU (ICE, DTLS, 1 s audio)",
@@ -125,8 +133,8 @@ def _jobs(ctx: AuditContext) -> list[Job]:
                         partial(backends.check_redis, ctx, c.redis), t))
     else:
         jobs.append(_done(skipped("backends.redis", "Backends", "Redis", "no Redis configured ([redis])")))
-    if c.gateway_metrics:
-        jobs.append(job("metrics.gateway", "Metrics", f"gateway {c.gateway_metrics}",
+    if c.metrics:
+        jobs.append(job("metrics.gateway", "Metrics", f"gateway {c.metrics}",
                         partial(http.check_gateway_metrics, ctx), t))
     if c.proxy_metrics:
         jobs.append(job("metrics.proxy", "Metrics", f"proxy {c.proxy_metrics}",

@@ -1,5 +1,8 @@
-"""Routes, certificates and the gateway's HTTP face: TLS, HTTPS routes, HTTP→HTTPS redirect, /health,
-Redis coordination as the gateway reports it, Socket.IO polling and WebSocket upgrade, /metrics."""
+"""Routes, certificates and the gateway's HTTP face: TLS, HTTPS routes, HTTP→HTTPS redirect, its health
+endpoint, Redis coordination as the gateway reports it, its metrics (Socket.IO: checks_socketio.py).
+
+Health and metrics paths and headers come from the preflight config; a path nobody configured is the
+reference gateway's, and a 404 there means this gateway has none (skipped, naming the key to set)."""
 
 from __future__ import annotations
 
@@ -17,7 +20,8 @@ from cryptography.x509.oid import NameOID
 
 from loadtest.preflight.config import Route
 from loadtest.preflight.context import AuditContext, unverified_context
-from loadtest.preflight.model import CheckFailed, Verdict, short
+from loadtest.preflight.model import CheckFailed, Verdict, body_text
+from loadtest.signaling import server_text
 
 HOSTNAME_MISMATCH = 62  # X509_V_ERR_HOSTNAME_MISMATCH
 REDIRECTS = (301, 302, 303, 307, 308)
@@ -147,11 +151,12 @@ async def check_route(ctx: AuditContext, route: Route) -> Verdict:
 # --------------------------------------------------------------------------- gateway /health
 
 async def fetch_health(ctx: AuditContext) -> tuple[int, Any, float]:
-    """GET /health once per audit (the health and coordination checks share it)."""
+    """GET the health endpoint once per audit (the health and coordination checks share it)."""
     if ctx._health is None:
         async def fetch() -> tuple[int, Any, float]:
             t0 = time.monotonic()
-            resp, body = await ctx.get(ctx.config.url("/health"))
+            c = ctx.config
+            resp, body = await ctx.get(c.url(c.health), headers=dict(c.health_headers))
             try:
                 data = json.loads(body)
             except ValueError:
@@ -162,10 +167,13 @@ async def fetch_health(ctx: AuditContext) -> tuple[int, Any, float]:
     return await asyncio.shield(ctx._health)
 
 
+HEALTHY = ("ok", "up", "healthy", "pass")
+
+
 def judge_health(status: int, data: Any, ms: float) -> Verdict:
     if not isinstance(data, dict):
         return Verdict("fail", f"HTTP {status}, body is not a JSON object · {ms:.0f} ms",
-                       "the gateway's /health should answer JSON with a status field")
+                       "the gateway's health endpoint should answer JSON with a status field")
     state = data.get("status")
     backends = data.get("backends") if isinstance(data.get("backends"), dict) else {}
     workers = data.get("workers") if isinstance(data.get("workers"), list) else []
@@ -177,7 +185,7 @@ def judge_health(status: int, data: Any, ms: float) -> Verdict:
         parts.append("backends " + ", ".join(f"{k} {v}" for k, v in backends.items()))
     line = " · ".join(parts) + f" · HTTP {status} · {ms:.0f} ms"
     details = {"http_status": status, "health": data}
-    if state == "ok" and status == 200:
+    if state in HEALTHY and status == 200:
         return Verdict("ok", line, "", details)
     if state == "degraded":
         down = [k for k, v in backends.items() if v != "ok"]
@@ -191,8 +199,19 @@ def judge_health(status: int, data: Any, ms: float) -> Verdict:
     return Verdict("fail", line, "the gateway reports itself unhealthy", details)
 
 
+def not_served(path: str, key: str) -> Verdict:
+    """A path nobody configured that the target does not serve: not this gateway's convention."""
+    return Verdict("skip", f"the target serves no {path} (HTTP 404): set {key} to check this gateway's own")
+
+
 async def check_health(ctx: AuditContext) -> Verdict:
-    return judge_health(*await fetch_health(ctx))
+    status, data, ms = await fetch_health(ctx)
+    if status == 404 and ctx.config.health_path is None:
+        return not_served(ctx.config.health, "[target] health_path")
+    if status in (401, 403):
+        raise CheckFailed(f"HTTP {status} from {ctx.config.health}: {server_text(data)}",
+                          "the endpoint wants credentials: set [target] health_headers")
+    return judge_health(status, data, ms)
 
 
 STANDALONE_HINT = ("the gateway would run standalone: no multi-node room coordination — set the gateway's "
@@ -202,7 +221,7 @@ STANDALONE_HINT = ("the gateway would run standalone: no multi-node room coordin
 def judge_coordination(data: Any) -> Verdict:
     redis = data.get("redis") if isinstance(data, dict) else None
     if not isinstance(redis, dict):
-        return Verdict("skip", "the gateway's /health reports no Redis coordination")
+        return Verdict("skip", "the gateway's health endpoint reports no Redis coordination")
     configured = redis.get("configured")
     if not configured:
         return Verdict("skip", "no Redis configured on the gateway: a single node by design")
@@ -221,64 +240,10 @@ def judge_coordination(data: Any) -> Verdict:
 
 
 async def check_coordination(ctx: AuditContext) -> Verdict:
-    _, data, _ = await fetch_health(ctx)
+    status, data, _ = await fetch_health(ctx)
+    if status == 404 and ctx.config.health_path is None:
+        return Verdict("skip", "no health endpoint to read the gateway's Redis state from (see its check)")
     return judge_coordination(data)
-
-
-# --------------------------------------------------------------------------- Socket.IO
-
-def _engineio_url(ctx: AuditContext, transport: str, sid: str = "") -> str:
-    path = ctx.profile.socketio_path.strip("/")
-    url = ctx.config.url(f"/{path}/?EIO=4&transport={transport}")
-    return f"{url}&sid={sid}" if sid else url
-
-
-async def _open_polling(ctx: AuditContext) -> tuple[dict[str, Any], int]:
-    resp, body = await ctx.get(_engineio_url(ctx, "polling"))
-    text = body.decode("utf-8", "replace")
-    if resp.status != 200 or not text.startswith("0"):
-        raise CheckFailed(f"HTTP {resp.status}: no Engine.IO open packet ({short(text, 80)!r})",
-                          "the proxy must route /socket.io/ to the gateway")
-    return json.loads(text[1:]), resp.status
-
-
-async def check_socketio_polling(ctx: AuditContext) -> Verdict:
-    t0 = time.monotonic()
-    handshake, status = await _open_polling(ctx)
-    upgrades = handshake.get("upgrades", [])
-    line = (f"{status} open packet · sid {str(handshake.get('sid'))[:8]}… · upgrades {upgrades} · "
-            f"ping {handshake.get('pingInterval')} ms · {_ms(t0):.0f} ms")
-    if "websocket" not in upgrades:
-        return Verdict("warn", line + " — WebSocket upgrade not offered", "enable the websocket transport")
-    return Verdict("ok", line, "", {"handshake": handshake})
-
-
-async def check_socketio_websocket(ctx: AuditContext) -> Verdict:
-    t0 = time.monotonic()
-    handshake, _ = await _open_polling(ctx)
-    url = _engineio_url(ctx, "websocket", str(handshake["sid"]))
-    url = url.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
-    timeout = ctx.config.timeout_s
-    async with ctx.session.ws_connect(url, ssl=ctx.ssl_for(url), autoping=False) as ws:
-        status = ws._response.status if ws._response is not None else 101
-        await ws.send_str("2probe")
-        probe = await ws.receive_str(timeout=timeout)
-        if probe != "3probe":
-            raise CheckFailed(f"upgraded ({status}) but the probe was answered {probe!r}")
-        await ws.send_str("5")  # upgrade complete
-        namespace = ctx.profile.namespace
-        auth = {**ctx.profile.auth, **({"token": ctx.config.auth_token} if ctx.config.auth_token else {})}
-        prefix = "40" if namespace == "/" else f"40{namespace},"
-        await ws.send_str(prefix + (json.dumps(auth) if auth else ""))
-        for _ in range(5):  # skip noops/pings; the connect answer comes within a few frames
-            answer = await ws.receive_str(timeout=timeout)
-            if answer.startswith(("40", "44")):
-                break
-        if not answer.startswith("40"):
-            raise CheckFailed(f"WebSocket upgraded, namespace {namespace} refused: {short(answer, 120)}",
-                              "check the Socket.IO auth the gateway expects (profile [socketio] auth)")
-    return Verdict("ok", f"{status} upgrade through the proxy · probe answered · namespace {namespace} "
-                         f"connected · {_ms(t0):.0f} ms")
 
 
 # --------------------------------------------------------------------------- metrics
@@ -321,16 +286,45 @@ def parse_stub_status(text: str) -> dict[str, int] | None:
     return out
 
 
+def judge_json_stats(data: dict[str, Any], required: tuple[str, ...], ms: float) -> Verdict:
+    """A gateway's stats as a JSON object (not Prometheus text): its numbers, required keys present."""
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise CheckFailed(f"JSON stats with {len(data)} fields, missing: {', '.join(missing)}",
+                          "the gateway's stats lack what [metrics] gateway_required expects")
+    numbers = [f"{k} {v:g}" for k, v in data.items()
+               if isinstance(v, int | float) and not isinstance(v, bool)]
+    shown = ", ".join(numbers[:8]) + (" …" if len(numbers) > 8 else "")
+    return Verdict("ok", f"200 · JSON stats: {shown or f'{len(data)} fields'} · {ms:.0f} ms", "",
+                   {"fields": len(data)})
+
+
 async def check_gateway_metrics(ctx: AuditContext) -> Verdict:
     t0 = time.monotonic()
-    url = ctx.config.url(ctx.config.gateway_metrics)
-    resp, body = await ctx.get(url)
+    c = ctx.config
+    url = c.url(c.metrics)
+    resp, body = await ctx.get(url, headers=dict(c.metrics_headers))
+    if resp.status == 404 and c.gateway_metrics is None:
+        return not_served(c.metrics, "[metrics] gateway")
+    if resp.status in (401, 403):
+        hint = ("the endpoint refused the [metrics] headers: check the key" if c.metrics_headers else
+                "the endpoint wants credentials: set [metrics] headers, "
+                "e.g. { \"X-Stats-Key\" = \"${STATS_KEY}\" }")
+        raise CheckFailed(f"HTTP {resp.status} from {url}: {body_text(body)}", hint)
     if resp.status != 200:
         raise CheckFailed(f"HTTP {resp.status} from {url}", "expose the gateway's Prometheus metrics")
-    families, values = parse_prometheus(body.decode("utf-8", "replace"))
-    missing = [m for m in ctx.config.gateway_metrics_required if m not in families]
+    text = body.decode("utf-8", "replace")
+    if text.lstrip().startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            return judge_json_stats(data, c.gateway_metrics_required, _ms(t0))
+    families, values = parse_prometheus(text)
+    missing = [m for m in c.gateway_metrics_required if m not in families]
     if not families:
-        raise CheckFailed(f"HTTP 200 but no Prometheus metrics in the body from {url}")
+        raise CheckFailed(f"HTTP 200 but neither Prometheus metrics nor a JSON object in the body from {url}")
     if missing:
         raise CheckFailed(f"{len(families)} metric families, missing: {', '.join(missing)}",
                           "the gateway's metrics lack what dashboards and alerts expect")

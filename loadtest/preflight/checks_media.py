@@ -15,17 +15,26 @@ from loadtest.preflight.config import TurnServer
 from loadtest.preflight.context import AuditContext
 from loadtest.preflight.media_probe import MediaOutcome, ProbeOptions, media_round_trip
 from loadtest.preflight.model import CheckFailed, Verdict, describe_error
+from loadtest.profile_hints import handshake_hint
+from loadtest.signaling import ConnectionRefused, SignalingError, TargetUnreachable, TlsUntrusted
 from loadtest.timeline import Status, UtteranceTimeline, outcome, stage_latencies
 from loadtest.webrtc_client import ClientOptions, PipelineClient, ScheduledUtterance
 
 PROBE_SECONDS = 1.0
+# Signaling inside a media check gives up this long before the check's own timeout, so a stuck step is
+# reported in its own words (which request went unanswered) instead of "no result within N s".
+INNER_MARGIN_S = 1.0
+
+
+def inner_timeout(check_timeout_s: float) -> float:
+    return max(check_timeout_s * 0.5, check_timeout_s - INNER_MARGIN_S)
 
 
 def _probe_options(ctx: AuditContext, relay: TurnServer | None) -> ProbeOptions:
     c = ctx.config
     return ProbeOptions(url=c.target_url, profile=ctx.profile, ssl_context=ctx.ssl_for(c.target_url),
-                        timeout_s=c.media_timeout_s, seconds=PROBE_SECONDS, relay=relay,
-                        auth_token=c.auth_token, source_language=c.source_language,
+                        timeout_s=inner_timeout(c.media_timeout_s), seconds=PROBE_SECONDS, relay=relay,
+                        credentials=ctx.credentials, source_language=c.source_language,
                         target_language=c.target_language)
 
 
@@ -49,12 +58,28 @@ def judge_media(result: MediaOutcome, relay: bool) -> Verdict:
     return Verdict("ok", line, "", details)
 
 
+def signaling_failed(ctx: AuditContext, exc: SignalingError) -> CheckFailed:
+    """A signaling failure in its own words, with where to look next."""
+    if isinstance(exc, ConnectionRefused | TargetUnreachable | TlsUntrusted):
+        hint = handshake_hint(str(exc), ctx.profile)
+        return CheckFailed(str(exc), f"{hint.key}: {hint.text}")
+    return CheckFailed(str(exc), f"walk the profile step by step to see which key: loadtest profile check "
+                                 f"--target {ctx.config.target_url} --profile {ctx.config.profile}")
+
+
+async def _round_trip(ctx: AuditContext, relay: TurnServer | None) -> MediaOutcome:
+    try:
+        return await media_round_trip(_probe_options(ctx, relay))
+    except SignalingError as exc:
+        raise signaling_failed(ctx, exc) from None
+
+
 async def check_media(ctx: AuditContext) -> Verdict:
-    return judge_media(await media_round_trip(_probe_options(ctx, None)), relay=False)
+    return judge_media(await _round_trip(ctx, None), relay=False)
 
 
 async def check_relay_media(ctx: AuditContext, server: TurnServer) -> Verdict:
-    return judge_media(await media_round_trip(_probe_options(ctx, server)), relay=True)
+    return judge_media(await _round_trip(ctx, server), relay=True)
 
 
 # --------------------------------------------------------------------------- TURN allocation
@@ -137,17 +162,23 @@ def smoke_fixture(library: FixtureLibrary, wanted: str) -> str:
 def judge_smoke(tl: UtteranceTimeline, connect_ms: float | None) -> Verdict:
     result = outcome(tl)
     lat = stage_latencies(tl)
-    stages = {"connect": connect_ms, "stt": lat.stt_ms, "translation": lat.translation_ms,
-              "tts": lat.tts_ms, "e2e": lat.e2e_ms}
+    if tl.mode == "sfu":  # a plain SFU: our own voice back through it is the whole "pipeline"
+        stages = {"connect": connect_ms, "sfu": lat.sfu_ms}
+    else:
+        stages = {"connect": connect_ms, "stt": lat.stt_ms, "translation": lat.translation_ms,
+                  "tts": lat.tts_ms, "e2e": lat.e2e_ms}
     timings = " · ".join(f"{k} {v:.0f} ms" for k, v in stages.items() if v is not None)
     texts = f" · '{tl.transcript}' → '{tl.translation}'" if tl.transcript else ""
     details = {"stages_ms": {k: (round(v, 1) if v is not None else None) for k, v in stages.items()},
-               "transcript": tl.transcript, "translation": tl.translation, "status": result.status.value}
+               "transcript": tl.transcript, "translation": tl.translation, "status": result.status.value,
+               "mode": tl.mode}
     if result.status == Status.OK:
         return Verdict("ok", f"{timings}{texts}", "", details)
     why = result.error or result.status.value
+    hint = ("our voice did not come back through the SFU: see the WebRTC check" if tl.mode == "sfu"
+            else f"the pipeline stops at {result.status_stage}: see its backend check")
     return Verdict("fail", f"{result.status.value} at {result.status_stage}: {why} · {timings}{texts}",
-                   f"the pipeline stops at {result.status_stage}: see its backend check", details)
+                   hint, details)
 
 
 async def check_smoke(ctx: AuditContext) -> Verdict:
@@ -155,17 +186,29 @@ async def check_smoke(ctx: AuditContext) -> Verdict:
     library = FixtureLibrary(Path(c.fixtures))
     fixture_id = smoke_fixture(library, c.smoke_fixture)
     clip = library.get(fixture_id)
+    inner = inner_timeout(c.media_timeout_s)
+    # The client's own waits (a request, the matching announcement) end well inside `inner`, so their
+    # error, which says what was missing, is the one reported.
+    patience = inner * 0.6
     # The utterance gets the rest of the check's budget after connecting and speaking.
     response_timeout = max(1.0, c.media_timeout_s - clip.duration_s - 2.5)
     options = ClientOptions(url=c.target_url, profile=ctx.profile, ssl_context=ctx.ssl_for(c.target_url),
-                            connect_timeout_s=c.media_timeout_s, request_timeout_s=c.media_timeout_s,
+                            connect_timeout_s=patience, request_timeout_s=patience,
                             response_timeout_s=response_timeout, source_language=c.source_language,
-                            target_language=c.target_language, auth_token=c.auth_token)
+                            target_language=c.target_language, credentials=ctx.credentials)
     done: list[UtteranceTimeline] = []
     client = PipelineClient(options, silence_packet(), lambda tl, _c: done.append(tl),
                             conversation=f"preflight-smoke-{int(time.time())}")
     try:
-        await client.connect()
+        try:
+            # Bounded inside the check's own timeout: a connect that stalls says so in its own words.
+            await asyncio.wait_for(client.connect(), inner)
+        except TimeoutError:
+            stalled = SignalingError(f"connecting speaker and listener stalled for {inner:g} s "
+                                     f"({client.result.error or 'no answer, no refusal'})")
+            raise signaling_failed(ctx, stalled) from None
+        except SignalingError as exc:
+            raise signaling_failed(ctx, exc) from None
         await client.speak([ScheduledUtterance(fixture_id, clip, 0.0)], first_slot_delay_s=0.1)
     finally:
         await client.close()

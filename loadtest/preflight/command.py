@@ -82,8 +82,13 @@ def cmd_preflight(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     from loadtest.preflight.audit import run_preflight_sync
     from loadtest.preflight.report import make_console, print_report, write_outputs
+    from loadtest.profile import ProfileError
 
-    report = run_preflight_sync(config)
+    try:
+        report = run_preflight_sync(config)
+    except ProfileError as exc:  # the profile or its credentials: the audit cannot start
+        print(f"loadtest preflight: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     print_report(report, make_console(), strict=args.strict)
     write_outputs(report, args.json_path, args.markdown_path, strict=args.strict)
     return report.exit_code(args.strict)

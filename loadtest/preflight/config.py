@@ -4,6 +4,8 @@ reference stack's state dir. Errors name the bad key."""
 from __future__ import annotations
 
 import json
+import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,10 @@ from loadtest.config import DEFAULT_FIXTURES
 from loadtest.ice import AUTO, validate_ice_addresses
 from loadtest.tomlconfig import check_keys, check_sections, coerce, read_toml
 
+# The reference gateway's paths: what a bare --target probes when nothing else is configured. Another
+# gateway may serve neither; a 404 at a path nobody configured is then "not configured", not a failure.
+DEFAULT_HEALTH_PATH = "/health"
+DEFAULT_METRICS_PATH = "/metrics"
 # What the reference gateway's /metrics must expose (docs/protocol.md, "HTTP").
 REFERENCE_GATEWAY_METRICS = (
     "gateway_uptime_seconds", "gateway_workers_alive", "gateway_signaling_requests_total",
@@ -80,8 +86,13 @@ class PreflightConfig:
     backends: tuple[tuple[str, str], ...] = ()  # (name, health URL), e.g. ("tts", "http://tts:8003/health")
     redis: RedisTarget | None = None
     prometheus: PrometheusTarget | None = None
-    gateway_metrics: str = "/metrics"  # a path on the target or a URL; "" = not checked
+    # Paths on the target or URLs; "" = not checked; None = the reference gateway's path, skipped when
+    # the target does not serve it (404).
+    health_path: str | None = None
+    health_headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # may hold keys
+    gateway_metrics: str | None = None
     gateway_metrics_required: tuple[str, ...] = ()
+    metrics_headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # e.g. X-Stats-Key
     proxy_metrics: str = ""  # URL of the proxy's stub_status or Prometheus metrics; "" = not configured
     timeout_s: float = 5.0  # each HTTP/TLS/Redis/TURN-allocation check
     media_timeout_s: float = 8.0  # each media, relay and smoke check
@@ -97,11 +108,22 @@ class PreflightConfig:
             return path_or_url
         return self.target_url.rstrip("/") + "/" + path_or_url.lstrip("/")
 
+    @property
+    def health(self) -> str:
+        """The health path or URL to check ("" = not checked)."""
+        return DEFAULT_HEALTH_PATH if self.health_path is None else self.health_path
+
+    @property
+    def metrics(self) -> str:
+        """The gateway metrics path or URL to check ("" = not checked)."""
+        return DEFAULT_METRICS_PATH if self.gateway_metrics is None else self.gateway_metrics
+
 
 # --------------------------------------------------------------------------- TOML
 
 _TARGET_KEYS = {"url": str, "ca_cert": str, "insecure": bool, "profile": str, "ice_addresses": list,
-                "auth_token": str, "source_language": str, "target_language": str}
+                "auth_token": str, "source_language": str, "target_language": str, "health_path": str}
+_ENV_VALUE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 _CHECK_KEYS = {"timeout_s": float, "media_timeout_s": float, "cert_warn_days": int, "media": bool,
                "smoke": bool, "smoke_fixture": str, "fixtures": str}
 _SECTIONS = {"target", "checks", "routes", "turn", "backends", "redis", "prometheus", "metrics"}
@@ -126,6 +148,30 @@ def _array(doc: dict[str, Any], name: str) -> list[dict[str, Any]]:
     return items
 
 
+def _with_headers(doc: dict[str, Any], section: str, key: str
+                  ) -> tuple[Any, tuple[tuple[str, str], ...]]:
+    """(`[section]` without `key`, the HTTP headers under `key`); a header value "${NAME}" is read from
+    the environment, so a key need not be written into the file."""
+    table = doc.get(section, {})
+    if not isinstance(table, dict):
+        return table, ()  # _typed names the error
+    table = dict(table)
+    value = table.pop(key, {})
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise PreflightConfigError(f"'{section}.{key}' must be a table of strings, e.g. "
+                                   "{ \"X-Stats-Key\" = \"${STATS_KEY}\" }")
+    out = []
+    for name, raw in value.items():
+        env = _ENV_VALUE.match(raw)
+        if env is not None:
+            raw = os.environ.get(env.group(1), "")
+            if not raw:
+                raise PreflightConfigError(f"'{section}.{key}.{name}': environment variable {env.group(1)} "
+                                           "is not set")
+        out.append((str(name), raw))
+    return table, tuple(out)
+
+
 def _check_url(url: str, where: str, schemes: tuple[str, ...] = ("http", "https")) -> str:
     parsed = urlparse(url)
     if parsed.scheme not in schemes or not parsed.hostname:
@@ -135,7 +181,8 @@ def _check_url(url: str, where: str, schemes: tuple[str, ...] = ("http", "https"
 
 def parse_config(doc: dict[str, Any], source: str = "") -> PreflightConfig:
     check_sections(doc, _SECTIONS, PreflightConfigError)
-    target = _typed(doc.get("target", {}), _TARGET_KEYS, "target")
+    target_table, health_headers = _with_headers(doc, "target", "health_headers")
+    target = _typed(target_table, _TARGET_KEYS, "target")
     url = target.pop("url", "")
     checks = _typed(doc.get("checks", {}), _CHECK_KEYS, "checks")
     routes = []
@@ -161,13 +208,13 @@ def parse_config(doc: dict[str, Any], source: str = "") -> PreflightConfig:
         p = _typed(doc["prometheus"], {"url": str, "jobs": list, "metrics": list}, "prometheus", ("url",))
         prometheus = PrometheusTarget(_check_url(p["url"], "prometheus.url"), p.get("jobs", ()),
                                       p.get("metrics", ()))
-    metrics = _typed(doc.get("metrics", {}), {"gateway": str, "gateway_required": list, "proxy": str},
-                     "metrics")
+    metrics_table, metrics_headers = _with_headers(doc, "metrics", "headers")
+    metrics = _typed(metrics_table, {"gateway": str, "gateway_required": list, "proxy": str}, "metrics")
     config = PreflightConfig(
         target_url=url, **target, **checks, routes=tuple(routes), turn=tuple(turn),
         backends=tuple(backends.items()), redis=redis, prometheus=prometheus,
-        gateway_metrics=metrics.get("gateway", "/metrics"),
-        gateway_metrics_required=metrics.get("gateway_required", ()),
+        health_headers=health_headers, gateway_metrics=metrics.get("gateway"),
+        gateway_metrics_required=metrics.get("gateway_required", ()), metrics_headers=metrics_headers,
         proxy_metrics=metrics.get("proxy", ""), source=source)
     return validate(config)
 
@@ -199,9 +246,10 @@ def load_config(path: str | Path) -> PreflightConfig:
 
 def config_for_target(url: str, ca_cert: str = "", insecure: bool = False, profile: str = "reference",
                       **overrides: Any) -> PreflightConfig:
-    """A bare target: routes, gateway, media and smoke; TURN, backends, Redis, Prometheus not configured."""
+    """A bare target: TLS, the gateway's health, Socket.IO, metrics, media and smoke; TURN, backends,
+    Redis, Prometheus not configured. Health and metrics are probed at the reference gateway's paths,
+    skipped when the target does not serve them."""
     config = PreflightConfig(target_url=url, ca_cert=ca_cert, insecure=insecure, profile=profile,
-                             routes=(Route("gateway /health", url.rstrip("/") + "/health"),),
                              source=f"--target {url}")
     return validate(replace(config, **overrides))
 
@@ -238,7 +286,8 @@ def config_from_stack(state_dir: str | Path, **overrides: Any) -> PreflightConfi
     redis = RedisTarget(stack.gateway.redis_host, stack.redis.port) if stack.gateway.redis_host else None
     config = PreflightConfig(
         target_url=target, ca_cert=str(pids.get("ca_cert", state / "ca.pem")), routes=tuple(routes),
-        turn=turn, backends=backends, redis=redis, gateway_metrics="/metrics",
+        turn=turn, backends=backends, redis=redis, health_path=DEFAULT_HEALTH_PATH,
+        gateway_metrics=DEFAULT_METRICS_PATH,
         gateway_metrics_required=REFERENCE_GATEWAY_METRICS, proxy_metrics=f"{target}/nginx_status",
         fixtures=str(stack.fixtures), source_language=stack.gateway.source_language,
         target_language=stack.gateway.target_language, source=f"reference stack in {state}")

@@ -1,5 +1,6 @@
-"""What every check of one audit shares: the config, the signaling profile, one HTTP session, and the
-TLS policy (strict, or relaxed after the certificate check failed so the rest can still be audited)."""
+"""What every check of one audit shares: the config, the signaling profile and its callers' credentials,
+one HTTP session, and the TLS policy (strict, or relaxed after the certificate check failed so the rest
+can still be audited)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from urllib.parse import urlparse
 
 import aiohttp
 
+from loadtest.credentials import Credentials, credentials_for
 from loadtest.preflight.config import PreflightConfig
 from loadtest.profile import SignalingProfile
 from loadtest.profile_file import load_profile
@@ -42,6 +44,7 @@ class AuditContext:
     profile: SignalingProfile
     session: aiohttp.ClientSession
     tls: ssl.SSLContext
+    credentials: Credentials = field(default_factory=Credentials, repr=False)
     # Why the TLS policy was relaxed for the checks after the certificate check ("" = strict).
     tls_relaxed: str = ""
     _health: asyncio.Task[tuple[int, Any, float]] | None = field(default=None, repr=False)
@@ -49,8 +52,12 @@ class AuditContext:
     @classmethod
     def open(cls, config: PreflightConfig) -> AuditContext:
         # Certificates are chosen per request (`ssl_for`): the policy may change after the TLS check.
+        # The profile and its credentials first: a bad profile or a missing secret stops the audit here,
+        # naming the key, before anything is opened.
+        profile = load_profile(config.profile)
+        credentials = credentials_for(profile, config.auth_token)
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=config.timeout_s))
-        return cls(config, load_profile(config.profile), session, strict_context(config))
+        return cls(config, profile, session, strict_context(config), credentials)
 
     def ssl_for(self, url: str) -> ssl.SSLContext | bool:
         return self.tls if urlparse(url).scheme in ("https", "wss") else False

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import aiohttp
 
-from loadtest.signaling import SignalingError
+from loadtest.signaling import SignalingError, server_text
 
 Status = Literal["ok", "warn", "fail", "skip"]
 STATUSES: tuple[Status, ...] = ("ok", "warn", "fail", "skip")
@@ -117,6 +117,15 @@ class PreflightReport:
 def short(text: str, limit: int = 200) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def body_text(body: bytes) -> str:
+    """An HTTP error body as the server's words: a JSON error's message, else the text, short."""
+    text = body.decode("utf-8", "replace")
+    try:
+        return server_text(json.loads(text))
+    except ValueError:
+        return short(text, 160)
 
 
 _ERRNO_TEXT = {errno.ECONNREFUSED: "connection refused", errno.EHOSTUNREACH: "host unreachable",

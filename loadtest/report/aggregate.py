@@ -20,6 +20,7 @@ from loadtest.report.model import (
     StageStats,
     UtteranceCounts,
 )
+from loadtest.report.placement import placement_groups, placement_line
 from loadtest.report.stats import (
     CI_QUANTILES,
     DEFAULT_RESAMPLES,
@@ -251,6 +252,10 @@ def summarise(
     if ok_without_e2e:
         warnings.append(f"{ok_without_e2e} ok row(s) have no e2e_ms (not counted under target)")
     stage_col = frame["status_stage"]
+    placement = placement_groups(frame)
+    trap = placement_line(placement)
+    if trap:
+        warnings.append(trap)
     summary = RunSummary(
         target_ms=target_ms,
         partial=partial or loaded.partial,
@@ -270,5 +275,6 @@ def summarise(
         run_failed=run_failed,
         bootstrap_resamples=resamples,
         bootstrap_seed=seed,
+        placement=placement,
     )
     return Aggregated(summary, status, callers, values)

@@ -22,6 +22,8 @@ REPORT_COLUMNS: tuple[str, ...] = (
     "status_stage",
     "error",
     "active_users",
+    "speaker_node",
+    "listener_node",
     *(f"{s}_ms" for s in STAGES),
     *EXTRA_METRICS,
 )
@@ -50,7 +52,8 @@ def normalise(frame: pd.DataFrame) -> pd.DataFrame:
         out["active_users"] = pd.to_numeric(out["active_users"], errors="coerce").astype("float64")
     else:
         out["active_users"] = pd.Series([float("nan")] * n, index=out.index, dtype="float64")
-    for col in ("status", "status_stage", "error", "worker", "conversation", "run_id"):
+    for col in ("status", "status_stage", "error", "worker", "conversation", "run_id", "speaker_node",
+                "listener_node"):
         if col not in out.columns:
             out[col] = pd.Series([None] * n, index=out.index, dtype="object")
     # Categorical: 1M repeated short strings cost ~1 byte each instead of a Python object each.

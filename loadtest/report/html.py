@@ -43,6 +43,7 @@ def render_report(summary: RunSummary, charts: list[ChartFile]) -> str:
         "<h2>Charts</h2>" if run_charts else "",
         *(figure(c) for c in run_charts),
         _levels(summary),
+        _placement(summary),
         _failures(summary),
         _metrics(summary),
         _metadata(summary),
@@ -248,6 +249,18 @@ def _failures(s: RunSummary) -> str:
             table(["most frequent error texts", "count"], [(e(n.name), f"{n.count:,}") for n in s.top_errors])
         )
     return "".join(out)
+
+
+def _placement(s: RunSummary) -> str:
+    if not s.placement:
+        return ""
+    rows = [(e(g.placement), f"{g.sent:,}", f"{g.ok:,}", f"{g.timeout:,}", f"{g.error:,}",
+             f"{e(g.stage)} {ms(g.p50_ms)}", f"{e(g.stage)} {ms(g.p95_ms)}", e(g.top_timeout_stage or "—"))
+            for g in s.placement]
+    return ("<h2>Gateway replicas</h2><p>Conversations whose speaker and listener joined the same replica, "
+            "and those split across replicas (events cross through Redis, media through pipe transports).</p>"
+            + table(["placement", "sent", "ok", "timeout", "error", "p50 ms", "p95 ms",
+                     "timeouts stalled at"], rows))
 
 
 def _metrics(s: RunSummary) -> str:

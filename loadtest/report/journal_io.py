@@ -18,7 +18,8 @@ from pyarrow import json as pajson
 
 from loadtest.report.frame import JOURNAL_DIR, REPORT_COLUMNS, LoadedSamples, normalise
 
-_TEXT = ("run_id", "worker", "conversation", "status", "status_stage", "error", "utterance_id")
+_TEXT = ("run_id", "worker", "conversation", "status", "status_stage", "error", "utterance_id",
+         "speaker_node", "listener_node")
 SCHEMA = pa.schema(
     [(c, pa.string()) for c in _TEXT] + [(c, pa.float64()) for c in REPORT_COLUMNS if c not in _TEXT]
 )

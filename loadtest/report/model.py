@@ -10,6 +10,7 @@ from loadtest.errors import EXIT_OK as EXIT_OK
 from loadtest.errors import EXIT_REGRESSION as EXIT_REGRESSION
 from loadtest.errors import EXIT_RUN_FAILED as EXIT_RUN_FAILED
 from loadtest.errors import EXIT_THRESHOLD_FAILED as EXIT_THRESHOLD_FAILED
+from loadtest.report.placement import PlacementGroup
 
 SCHEMA_VERSION = 1
 
@@ -217,6 +218,7 @@ class RunSummary:
     comparison: Comparison | None = None
     verdict: str = "pass"
     exit_code: int = EXIT_OK
+    placement: list[PlacementGroup] = field(default_factory=list)  # same- vs cross-replica conversations
 
 
 @dataclass(frozen=True)

@@ -158,6 +158,7 @@ def summary(s: RunSummary, run_dir: str) -> dict[str, Any]:
             for lv in s.levels
         ],
         "capacity_callers": s.capacity_callers,
+        "placement": [dataclasses.asdict(g) for g in s.placement],
         "thresholds": [verdict(v) for v in s.thresholds],
         "comparison": comparison(s.comparison) if s.comparison else None,
         "warnings": s.warnings,

@@ -116,6 +116,11 @@ def test_full_config_is_read_typed(tmp_path: Path) -> None:
     ('[target]\nurl = "https://x"\n[prometheus]\njobs = ["a"]\n', "prometheus.url"),
     ('[target]\nurl = "https://x"\n[metrics]\ngateway_required = "x"\n', "metrics.gateway_required"),
     ('[target]\nurl = "https://x"\nca_cert = "/nonexistent/ca.pem"\n', "target.ca_cert"),
+    ('[target]\nurl = "https://x"\nhealth_path = 1\n', "target.health_path"),
+    ('[target]\nurl = "https://x"\nhealth_headers = { A = 1 }\n', "target.health_headers"),
+    ('[target]\nurl = "https://x"\n[metrics]\nheaders = "k"\n', "metrics.headers"),
+    ('[target]\nurl = "https://x"\n[metrics]\nheaders = { K = "${SPEECHLOAD_UNSET_TEST_VAR}" }\n',
+     "metrics.headers.K"),
 ])
 def test_errors_name_the_key(tmp_path: Path, text: str, key: str) -> None:
     with pytest.raises(PreflightConfigError) as caught:
@@ -137,10 +142,34 @@ def test_turn_url_defaults() -> None:
 
 def test_bare_target_configures_only_what_it_can_know() -> None:
     config = config_for_target("https://gw.example:8443", smoke=False)
-    assert config.routes == (Route("gateway /health", "https://gw.example:8443/health"),)
+    assert config.routes == ()  # the gateway's health check covers its health endpoint
     assert config.turn == () and config.backends == () and config.redis is None and config.prometheus is None
-    assert config.smoke is False and config.gateway_metrics == "/metrics"
+    # The reference gateway's paths, not configured: a 404 there is reported as not served, not failed.
+    assert config.smoke is False and config.gateway_metrics is None and config.health_path is None
+    assert (config.health, config.metrics) == ("/health", "/metrics")
     assert parse_config({"target": {"url": "https://gw"}}).target_url == "https://gw"
+
+
+def test_health_and_metrics_paths_and_headers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPEECHLOAD_TEST_STATS_KEY", "s3cret")
+    config = load_config(write(tmp_path, """
+[target]
+url = "http://127.0.0.1:7601"
+health_path = "/healthz"
+health_headers = { Authorization = "Bearer h" }
+
+[metrics]
+gateway = "/stats"
+gateway_required = ["rooms"]
+headers = { "X-Stats-Key" = "${SPEECHLOAD_TEST_STATS_KEY}" }
+"""))
+    assert (config.health, config.health_path, config.metrics) == ("/healthz", "/healthz", "/stats")
+    assert config.health_headers == (("Authorization", "Bearer h"),)
+    assert config.metrics_headers == (("X-Stats-Key", "s3cret"),)  # read from the environment
+    assert "s3cret" not in repr(config)
+    off = load_config(write(tmp_path, '[target]\nurl = "https://x"\nhealth_path = ""\n'
+                                      '[metrics]\ngateway = ""\n'))
+    assert (off.health, off.metrics) == ("", "")
 
 
 def fake_state_dir(tmp_path: Path, name: str = "default", offset: int = 7) -> Path:

@@ -1,14 +1,15 @@
 'use strict';
 // Media tests against a real mediasoup worker (MEDIASOUP_WORKER_BIN, or the path the infra build
-// wrote to /tmp/speechload-worker-path.txt; skipped without one):
+// wrote to /tmp/speechload-worker-path.txt; skipped without one, failed under SPEECHLOAD_REQUIRE_ALL=1):
 //   Injector → TTS producer → a PlainTransport consumer → UDP socket: RTP framing and pacing;
 //   Injector → TTS producer → Tap → VAD: the tap decodes and segments what it is sent.
-// Run: `node --test sut/gateway/test/`.
+// Run: `npm test` in sut/gateway (`make test` runs it with SPEECHLOAD_REQUIRE_ALL=1).
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const dgram = require('dgram');
 const fs = require('fs');
+const { needs } = require('./prereq');
 
 function workerBin() {
   if (process.env.MEDIASOUP_WORKER_BIN && fs.existsSync(process.env.MEDIASOUP_WORKER_BIN)) return process.env.MEDIASOUP_WORKER_BIN;
@@ -22,7 +23,6 @@ function workerBin() {
 
 const BIN = workerBin();
 if (BIN) process.env.MEDIASOUP_WORKER_BIN = BIN;
-const skip = BIN ? false : 'no mediasoup worker binary';
 
 const { parseRtp, isRtcp } = require('../src/rtp');
 const { createMetrics } = require('../src/metrics');
@@ -53,7 +53,7 @@ function until(emitter, event, cond, timeoutMs, what) {
   });
 }
 
-test('media against a real mediasoup worker', { skip }, async (t) => {
+test('media against a real mediasoup worker', needs(BIN, 'no mediasoup worker binary'), async (t) => {
   const mediasoup = require('mediasoup');
   const { Injector, warmUpOpus } = require('../src/inject');
   const { Tap } = require('../src/tap');

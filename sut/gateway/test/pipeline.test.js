@@ -1,13 +1,15 @@
 'use strict';
 // Pipeline ordering and error reporting, with the real Backends (HTTP) against a local HTTP server
 // standing in for the three services (its latencies are chosen so utterance 2's STT finishes before
-// utterance 1's) and the real Injector on a real mediasoup worker (skipped without one).
-// Run: `node --test sut/gateway/test/`.
+// utterance 1's) and the real Injector on a real mediasoup worker (skipped without one; failed
+// without one under SPEECHLOAD_REQUIRE_ALL=1, see prereq.js).
+// Run: `npm test` in sut/gateway (`make test` runs it with SPEECHLOAD_REQUIRE_ALL=1).
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const http = require('http');
 const fs = require('fs');
+const { needs } = require('./prereq');
 const { once } = require('events');
 
 function workerBin() {
@@ -96,7 +98,7 @@ async function run(t, { stt, reportErrors, count }) {
   return { events, metrics };
 }
 
-test('pipeline: per-stage order kept when a later STT answers first; errors in order', { skip: BIN ? false : 'no mediasoup worker' }, async (t) => {
+test('pipeline: per-stage order kept when a later STT answers first; errors in order', needs(BIN, 'no mediasoup worker'), async (t) => {
   const { events } = await run(t, {
     stt: [{ delayMs: 300, text: 'one' }, { delayMs: 10, text: 'fail' }, { delayMs: 10, text: '' }, { delayMs: 10, text: 'four' }],
     reportErrors: true,
@@ -123,7 +125,7 @@ test('pipeline: per-stage order kept when a later STT answers first; errors in o
   assert.equal(events.find((e) => e.name === 'translation').text, 'ONE');
 });
 
-test('pipeline: reportErrors false keeps failures off the wire', { skip: BIN ? false : 'no mediasoup worker' }, async (t) => {
+test('pipeline: reportErrors false keeps failures off the wire', needs(BIN, 'no mediasoup worker'), async (t) => {
   const { events, metrics } = await run(t, {
     stt: [{ delayMs: 10, text: '' }, { delayMs: 10, text: 'two' }],
     reportErrors: false,
