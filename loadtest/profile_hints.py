@@ -203,8 +203,9 @@ def request_hint(name: str, role: str, message: str, answer: Any, answered: bool
                         f"\"{spec.event}\"): it may reject this event or payload by disconnecting")
         if "no answer" in message:
             return Hint(f"requests.{name}.event", f"the gateway never answered event \"{spec.event}\": "
-                        f"requests.{name}.event may be wrong (no handler for it), or the gateway does not "
-                        f"acknowledge it; if it is only slow, raise requests.{name}.timeout_s")
+                        f"requests.{name}.event may be wrong (no handler for it, or not in namespace "
+                        f"\"{profile.socketio.namespace}\"), or the gateway does not acknowledge it; if it "
+                        f"is only slow, raise requests.{name}.timeout_s")
         return Hint(f"requests.{name}", message)
     if ack.ok_path and (not isinstance(answer, dict) or ack.ok_path not in answer):
         error = _error_key(answer)

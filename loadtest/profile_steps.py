@@ -16,7 +16,7 @@ from loadtest.credentials import redact
 from loadtest.profile_hints import Hint
 
 ICONS = {"ok": "✅", "fail": "❌", "skip": "⏭️"}
-LABEL_WIDTH = 34
+LABEL_WIDTH = 40
 VALUE_LIMIT = 160
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import ssl
 import time
 import uuid
@@ -284,7 +285,8 @@ class Walk:
             return announcement_hint(spec, list(self.announcements.announced.values()), variables,
                                      self.other_events, self.announcements.malformed)
 
-        async with self.step("producers.consume", label, hint):
+        async with self.step("producers.consume", label, hint) as shown:
+            shown["detail"] = f"waiting for '{spec.announce_event}'"
             pid = await self._wanted(variables)
             info = self.announcements.announced[pid]
             others = [p for p in self.announcements.announced if p != pid]
@@ -387,7 +389,7 @@ def describe_credentials(profile: SignalingProfile, credentials: Credentials) ->
     travels = f" · {{token}} in {', '.join(where)}" if where else ""
     if credentials.kind == "jwt":
         source = f"secret from ${spec.secret_env}" if spec.secret_env else "secret in the profile"
-        return (f"jwt {credentials.algorithm}, {source}, claims {credentials.claims}, "
+        return (f"jwt {credentials.algorithm}, {source}, claims {json.dumps(credentials.claims)}, "
                 f"ttl {credentials.ttl_s:g} s{travels}")
     if credentials.kind == "file":
         return f"one token per caller from {spec.path} ({len(credentials.tokens)} tokens){travels}"

@@ -145,6 +145,10 @@ class SignalingChannel:
         self._connected_at = time.monotonic()
 
     def _on_connect_error(self, data: Any = None, *_more: Any) -> None:
+        # python-socketio reports its own Engine.IO failures ("Connection error": nothing answered) as a
+        # connect_error too; only what the server sent is a refusal (else _diagnose finds the cause).
+        if isinstance(data, str) and self._sio is not None and self._sio.eio.state != "connected":
+            return
         self._refusal = data if data is not None else "(no reason given)"
 
     def _on_disconnect(self, *reason: Any) -> None:

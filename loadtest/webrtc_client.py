@@ -203,10 +203,12 @@ class PipelineClient:
         try:
             return await asyncio.wait_for(transport.connected_at, timeout)
         except TimeoutError:
+            hint = ("no relay allocation or relayed path: check the TURN URL and credentials"
+                    if self.options.relay is not None else
+                    "no reachable candidate pair: check --ice-address and the gateway's announced address")
             via = "through the TURN relay " if self.options.relay is not None else ""
             raise SignalingError(f"send transport: ICE + DTLS did not complete {via}within {timeout:.0f} s "
-                                 "(no reachable candidate pair: check --ice-address and the gateway's "
-                                 "announced address)") from None
+                                 f"({hint})") from None
 
     async def _open_listener(self, join: dict[str, Any]) -> None:
         assert self._listener is not None

@@ -16,6 +16,8 @@ DISTRIBUTIONS = ("constant", "normal", "lognormal", "uniform")
 VAD_SOURCES = ("audio-level", "energy")
 ENGINES = ("model", "real")
 TEST_NETWORK = "198.18.0.0/15"
+MAX_REPLICAS = 16
+MIN_RTC_PORTS_PER_REPLICA = 20  # a few callers: 2 WebRTC transports each, taps, TTS injects, pipes
 T = TypeVar("T")
 
 
@@ -73,6 +75,18 @@ class GatewayConfig:
     # a single node by design. It connects to redis_host:[redis].port; a name that does not resolve
     # (a service called "redis_gateway", configured as "redis") leaves the gateway silently standalone.
     redis_host: str = ""
+    # Gateway processes behind the proxy, each with its own mediasoup worker, on ports port .. port +
+    # replicas - 1 and an equal slice of the RTC range; rooms span them through Redis (redis_host).
+    replicas: int = 1
+
+    def replica_port(self, replica: int) -> int:
+        return self.port + replica
+
+    def replica_rtc_range(self, replica: int) -> tuple[int, int]:
+        """Replica i's slice of rtc_min_port..rtc_max_port (its worker's ports: WebRTC and pipes)."""
+        size = (self.rtc_max_port - self.rtc_min_port + 1) // self.replicas
+        low = self.rtc_min_port + replica * size
+        return low, low + size - 1
 
 
 @dataclass(frozen=True)
@@ -188,6 +202,13 @@ def _gateway(table: dict[str, Any]) -> GatewayConfig:
     gw: GatewayConfig = _build(GatewayConfig, table, "gateway")
     if gw.vad_source not in VAD_SOURCES:
         raise StackConfigError(f"'gateway.vad_source' must be one of {VAD_SOURCES}, got {gw.vad_source!r}")
+    if not 1 <= gw.replicas <= MAX_REPLICAS:
+        raise StackConfigError(f"'gateway.replicas' must be in [1, {MAX_REPLICAS}], got {gw.replicas}")
+    per_replica = (gw.rtc_max_port - gw.rtc_min_port + 1) // gw.replicas
+    if per_replica < MIN_RTC_PORTS_PER_REPLICA:
+        raise StackConfigError(
+            f"'gateway.rtc_min_port'..'gateway.rtc_max_port' leaves {per_replica} ports per replica "
+            f"({gw.replicas} replicas); each needs at least {MIN_RTC_PORTS_PER_REPLICA}")
     return gw
 
 

@@ -4,7 +4,8 @@ Process contract (see docs/reference-stack.md, "Processes"):
 * services: ``<python> -m sut.services.<stt|translation|tts> --stack-json <state_dir>/stack.json``; the
   JSON is the stack TOML's layout with every value resolved (ports offset, fixtures absolute). Each binds
   ``[stack].host:[<svc>].port`` and serves ``GET /health``.
-* gateway: ``node sut/gateway/src/server.js --config <state_dir>/gateway.json`` with MEDIASOUP_WORKER_BIN.
+* gateway: ``node sut/gateway/src/server.js --config <state_dir>/gateway.json`` with MEDIASOUP_WORKER_BIN;
+  with ``[gateway] replicas = N > 1``, N of them (``gateway-<i>``, ``gateway-<i>.json``), one port each.
 * proxy: ``nginx -p <state_dir> -c <state_dir>/nginx.conf`` (TLS with the state dir's local CA).
 Logs go to ``<state_dir>/<name>.log``, pids to ``<state_dir>/pids.json`` so another process can stop it.
 """
@@ -45,6 +46,8 @@ class StackInfo:
     state_dir: Path
     config: StackConfig
     ground_truth_path: Path | None
+    # Each gateway replica's own plain-HTTP address (loopback; the proxy spreads clients over them).
+    gateway_urls: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -90,14 +93,25 @@ def _url(host: str, port: int, path: str = "", scheme: str = "http") -> str:
     return f"{scheme}://[{host}]:{port}{path}" if ":" in host else f"{scheme}://{host}:{port}{path}"
 
 
-def gateway_json(config: StackConfig, ground_truth: Path | None) -> dict[str, object]:
-    """The gateway's config file contents (keys as sut/gateway/src/config.js reads them)."""
+def gateway_names(config: StackConfig) -> list[str]:
+    """Process names of the gateway replicas: `gateway` alone, else gateway-0 .. gateway-<N-1>."""
+    n = config.gateway.replicas
+    return ["gateway"] if n == 1 else [f"gateway-{i}" for i in range(n)]
+
+
+def gateway_urls(config: StackConfig) -> tuple[str, ...]:
+    return tuple(_url(config.host, config.gateway.replica_port(i)) for i in range(config.gateway.replicas))
+
+
+def gateway_json(config: StackConfig, ground_truth: Path | None, replica: int = 0) -> dict[str, object]:
+    """Gateway replica `replica`'s config file contents (keys as sut/gateway/src/config.js reads them)."""
     gw = config.gateway
-    return {
+    rtc_min, rtc_max = gw.replica_rtc_range(replica)
+    doc: dict[str, object] = {
         "host": config.host,
-        "port": gw.port,
-        "rtcMinPort": gw.rtc_min_port,
-        "rtcMaxPort": gw.rtc_max_port,
+        "port": gw.replica_port(replica),
+        "rtcMinPort": rtc_min,
+        "rtcMaxPort": rtc_max,
         "announcedIp": gw.announced_ip,
         "vad": {
             "source": gw.vad_source,
@@ -116,6 +130,10 @@ def gateway_json(config: StackConfig, ground_truth: Path | None) -> dict[str, ob
         # Room coordination through Redis under the configured host name (null: a single node).
         "redis": {"host": gw.redis_host, "port": config.redis.port} if gw.redis_host else None,
     }
+    if gw.replicas > 1:
+        # Engine.IO session ids name their replica, so the proxy can keep a polling session on it.
+        doc["sessionIdPrefix"] = proxy.session_id_prefix(replica)
+    return doc
 
 
 def _enabled_services(config: StackConfig) -> list[str]:
@@ -171,7 +189,11 @@ class ReferenceStack:
 
     def _check_ports(self) -> None:
         cfg = self.config
-        ports = [("proxy.https_port", cfg.proxy.https_port), ("gateway.port", cfg.gateway.port)]
+        ports = [("proxy.https_port", cfg.proxy.https_port)]
+        if cfg.gateway.replicas == 1:
+            ports.append(("gateway.port", cfg.gateway.port))
+        else:
+            ports += [(f"gateway.port + {i}", cfg.gateway.replica_port(i)) for i in range(cfg.gateway.replicas)]
         ports += [(f"{name}.port", cfg.service(name).port) for name in _enabled_services(cfg)]
         if cfg.proxy.http_port:
             ports.append(("proxy.http_port", cfg.proxy.http_port))
@@ -209,14 +231,19 @@ class ReferenceStack:
         # The gateway appends: a previous run's facts must not mix with this run's.
         (state / "groundtruth.jsonl").unlink(missing_ok=True)
         (state / "stack.json").write_text(json.dumps(stack_config_to_doc(cfg), indent=2) + "\n")
-        (state / "gateway.json").write_text(json.dumps(gateway_json(cfg, ground_truth), indent=2) + "\n")
+        # Every replica appends to the one ground-truth file: whole lines per write(2) on an O_APPEND
+        # descriptor, so lines of different processes never interleave.
+        for i, name in enumerate(gateway_names(cfg)):
+            doc = gateway_json(cfg, ground_truth, i)
+            (state / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
+        replica_ports = [cfg.gateway.replica_port(i) for i in range(cfg.gateway.replicas)]
         proxy.write_config(
-            state, certs, cfg.host, cfg.proxy.https_port, cfg.proxy.server_name, cfg.gateway.port,
+            state, certs, cfg.host, cfg.proxy.https_port, cfg.proxy.server_name, replica_ports,
             cfg.proxy.http_port,
         )
         if cfg.turn.enabled:
             infra.write_turn_config(cfg, state)
-        return StackInfo(_target_url(cfg), certs.ca_cert, state, cfg, ground_truth)
+        return StackInfo(_target_url(cfg), certs.ca_cert, state, cfg, ground_truth, gateway_urls(cfg))
 
     def _spawn_all(self, worker_bin: Path, info: StackInfo, deadline: float) -> None:
         cfg, state = self.config, self.state_dir
@@ -234,13 +261,14 @@ class ReferenceStack:
             argv = [sys.executable, "-m", f"sut.services.{name}", "--stack-json", str(state / "stack.json")]
             self._spawn(name, argv, py_env, _url(cfg.host, cfg.service(name).port, "/health"))
         node_env = dict(os.environ, MEDIASOUP_WORKER_BIN=str(worker_bin))
-        argv = ["node", str(GATEWAY_DIR / "src" / "server.js"), "--config", str(state / "gateway.json")]
-        self._spawn("gateway", argv, node_env, _url(cfg.host, cfg.gateway.port, "/health"))
+        for i, name in enumerate(gateway_names(cfg)):
+            argv = ["node", str(GATEWAY_DIR / "src" / "server.js"), "--config", str(state / f"{name}.json")]
+            self._spawn(name, argv, node_env, _url(cfg.host, cfg.gateway.replica_port(i), "/health"))
         proxy_health = _url(cfg.host, cfg.proxy.https_port, "/health", scheme="https")
         self._spawn("proxy", proxy.nginx_argv(state, state / "nginx.conf"), dict(os.environ), proxy_health)
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str], health_url: str) -> None:
-        cwd = GATEWAY_DIR if name == "gateway" else REPO_ROOT
+        cwd = GATEWAY_DIR if name.startswith("gateway") else REPO_ROOT
         try:
             child, record = procs.spawn(name, argv, self.state_dir / f"{name}.log", env, cwd, health_url)
         except OSError as exc:

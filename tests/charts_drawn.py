@@ -2,8 +2,10 @@
 
 A PNG's size says nothing about its content: a chart with empty axes is a valid, large PNG. These
 helpers capture every Figure as it is saved (the files are still written) and compare the artists on it
-(line data, box statistics, bar heights, scatter points) with figures computed here from the samples,
-with numpy/pandas and without the report's own aggregation code.
+(line data, box statistics, bar heights, scatter points) with figures computed here from the samples
+with numpy/pandas, not with the report's aggregation code. Two things are borrowed: the bin width
+(timeseries.choose_bin, tested on its own) and, for the knee chart, the per-level table of the summary
+(test_report_aggregate checks it against np.percentile).
 """
 
 from __future__ import annotations

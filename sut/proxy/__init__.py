@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from string import Template
 
@@ -44,18 +46,46 @@ def _http_redirect_server(host: str, http_port: int, https_port: int, server_nam
     )
 
 
+def session_id_prefix(replica: int) -> str:
+    """What gateway replica i puts in front of its Engine.IO session ids ('.' is not in the base64url
+    alphabet of the random part, so the prefix cannot be mistaken)."""
+    return f"r{replica}."
+
+
+def _upstreams(host: str, ports: Sequence[int]) -> tuple[str, str]:
+    """(upstream blocks, proxy_pass target). One replica: one upstream, as it always was. Several: new
+    connections round robin over all of them, but a request naming an Engine.IO session (`sid`, as
+    every polling request after the handshake and the upgrade to WebSocket do) goes to the replica
+    whose prefix the id carries: the only one that knows the session."""
+    servers = "".join(f"        server {_socket_address(host, port)};\n" for port in ports)
+    every = f"    upstream gateway {{\n{servers}        keepalive 32;\n    }}\n"
+    if len(ports) == 1:
+        return every, "gateway"
+    pinned = "".join(
+        f"    upstream gateway_r{i} {{\n        server {_socket_address(host, port)};\n        keepalive 8;\n    }}\n"
+        for i, port in enumerate(ports))
+    routes = "".join(f"        ~^{re.escape(session_id_prefix(i))} gateway_r{i};\n" for i in range(len(ports)))
+    route_map = (
+        "    # Replicas: new connections go round robin; a request naming an Engine.IO session (sid=r<i>.…)\n"
+        "    # goes to replica i, the only one that knows the session (long-polling clients need that).\n"
+        f"    map $arg_sid $gateway_route {{\n        default gateway;\n{routes}    }}\n")
+    return every + pinned + route_map, "$gateway_route"
+
+
 def render_config(
     state_dir: Path,
     certs: CertPaths,
     host: str,
     https_port: int,
     server_name: str,
-    upstream_port: int,
+    upstream_ports: int | Sequence[int],
     http_port: int = 0,
 ) -> str:
-    """nginx.conf text: HTTPS on host:https_port, everything proxied to the gateway (with upgrade), a
-    stand-in frontend page at / and stub_status at /nginx_status; with `http_port`, a plain-HTTP
-    listener that redirects to HTTPS."""
+    """nginx.conf text: HTTPS on host:https_port, everything proxied to the gateway replicas (with
+    upgrade), a stand-in frontend page at / and stub_status at /nginx_status; with `http_port`, a
+    plain-HTTP listener that redirects to HTTPS."""
+    ports = [upstream_ports] if isinstance(upstream_ports, int) else list(upstream_ports)
+    upstreams, target = _upstreams(host, ports)
     # As root, nginx would drop its workers to `nobody`, which could not write our temp dirs: keep the
     # user we run as (the whole stack runs as one user anyway).
     user = f"user {getpass.getuser()};" if os.geteuid() == 0 else ""
@@ -66,7 +96,8 @@ def render_config(
         server_name=server_name,
         server_cert=str(certs.server_cert),
         server_key=str(certs.server_key),
-        upstream=_socket_address(host, upstream_port),
+        upstreams=upstreams,
+        proxy_target=target,
         http_redirect_server=_http_redirect_server(host, http_port, https_port, server_name),
     )
 
@@ -77,13 +108,13 @@ def write_config(
     host: str,
     https_port: int,
     server_name: str,
-    upstream_port: int,
+    upstream_ports: int | Sequence[int],
     http_port: int = 0,
 ) -> Path:
     for name in TEMP_DIRS:
         (state_dir / "nginx-temp" / name).mkdir(parents=True, exist_ok=True)
     path = state_dir / "nginx.conf"
-    path.write_text(render_config(state_dir, certs, host, https_port, server_name, upstream_port, http_port))
+    path.write_text(render_config(state_dir, certs, host, https_port, server_name, upstream_ports, http_port))
     return path
 
 

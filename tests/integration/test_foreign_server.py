@@ -27,6 +27,7 @@ from pymediasoup.rtp_parameters import RtpCapabilities
 
 from sut.foreign import launcher
 from sut.foreign.launcher import ForeignGateway, ForeignGatewayError, foreign_gateway, mint_token
+from tests.prereq import missing
 
 pytestmark = pytest.mark.integration
 
@@ -54,11 +55,11 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def gateway() -> Iterator[ForeignGateway]:
     if not (launcher.GATEWAY_MODULES / "mediasoup").is_dir():
-        pytest.skip("sut/gateway/node_modules missing: run make setup")
+        missing("sut/gateway/node_modules missing: run make setup")
     try:
         launcher.worker_bin()
     except ForeignGatewayError as exc:
-        pytest.skip(str(exc))
+        missing(str(exc))
     rtc = 47000 + (os.getpid() % 20) * 100
     with foreign_gateway(free_port(), jwt_secret=SECRET, allowed_origin=ORIGIN, stats_key=STATS_KEY,
                          listen_ip=LISTEN_IP, rtc_ports=(rtc, rtc + 99)) as gw:

@@ -43,6 +43,26 @@ class Coordination {
     this.echoMs = null; // our own heartbeat back through Redis: the pub/sub round trip
     this.heartbeat = null;
     this.counts = () => ({ rooms: 0, peers: 0 });
+    this.address = null; // this replica's own HTTP address, told to the others in its heartbeat
+    this.nodeGone = []; // callbacks (nodeId) when a replica says goodbye
+  }
+
+  /** The command client (rooms' directory, rpc.js); null when standalone. Commands issued while a
+   * connection is lost wait for the reconnect: callers bound them. */
+  get client() {
+    return this.mode === 'cluster' ? this.clients[0] : null;
+  }
+
+  /** Listen on one more pub/sub channel (cluster mode only). */
+  async subscribe(channel, onMessage) {
+    await this.clients[1].subscribe(channel, onMessage);
+  }
+
+  /** This replica, or another heard from within the node TTL. */
+  isLive(nodeId) {
+    if (nodeId === this.nodeId) return true;
+    const node = this.nodes.get(nodeId);
+    return Boolean(node) && nowMs() - node.seenMs <= NODE_TTL_MS;
   }
 
   get configured() {
@@ -115,7 +135,7 @@ class Coordination {
 
   /** Announce this replica (and time the pub/sub round trip of its own message). */
   beat() {
-    this.announce('hello', this.counts());
+    this.announce('hello', { ...this.counts(), address: this.address });
   }
 
   _onMessage(raw) {
@@ -128,13 +148,19 @@ class Coordination {
     if (typeof msg.node !== 'string') return;
     if (msg.kind === 'bye') {
       this.nodes.delete(msg.node);
+      if (msg.node !== this.nodeId) for (const fn of this.nodeGone) fn(msg.node);
       return;
     }
-    const node = this.nodes.get(msg.node) || { rooms: 0, peers: 0, seenMs: 0 };
+    const known = this.nodes.has(msg.node);
+    const node = this.nodes.get(msg.node) || { rooms: 0, peers: 0, seenMs: 0, address: null };
     node.seenMs = nowMs();
     if (msg.kind === 'hello') {
       node.rooms = Number(msg.rooms) || 0;
       node.peers = Number(msg.peers) || 0;
+      node.address = typeof msg.address === 'string' ? msg.address : null;
+      // A replica new to us has not heard of us either (it just started): greet it now rather than
+      // at our next heartbeat, so it can reach our rooms at once.
+      if (!known && msg.node !== this.nodeId) this.beat();
       if (msg.node === this.nodeId && typeof msg.sentMs === 'number') this.echoMs = nowMs() - msg.sentMs;
     } else if (msg.kind === 'room-open') node.rooms += 1;
     else if (msg.kind === 'room-close') node.rooms = Math.max(0, node.rooms - 1);
@@ -162,6 +188,16 @@ class Coordination {
       remoteRooms: others.reduce((n, [, node]) => n + node.rooms, 0),
       pubsubRoundTripMs: this.echoMs === null ? null : Math.round(this.echoMs * 1000) / 1000,
     };
+  }
+
+  /** Every replica of the cluster as /health lists them (this one alone when standalone). */
+  members() {
+    const self = { nodeId: this.nodeId, address: this.address, self: true, ...this.counts() };
+    const others = this.liveNodes().filter(([id]) => id !== this.nodeId).map(([nodeId, n]) => ({
+      nodeId, address: n.address, self: false, rooms: n.rooms, peers: n.peers,
+      lastSeenS: Math.round(nowMs() - n.seenMs) / 1000,
+    }));
+    return [self, ...others];
   }
 
   async _closeClients() {
