@@ -13,6 +13,8 @@ from typing import Any
 
 from loadtest.profile import MissingField, ProducerSpec, lookup
 
+MAX_ANNOUNCED = 1000  # producers remembered per listener (a room with more is not a conversation)
+
 
 @dataclass
 class Announcements:
@@ -42,6 +44,9 @@ class Announcements:
             if pid not in self.announced:
                 fresh.append(pid)
             self.announced[pid] = info
+            if len(self.announced) > MAX_ANNOUNCED:  # a flood of producers: forget the oldest
+                oldest = next(iter(self.announced))
+                self.announced.pop(oldest)
         return fresh
 
     def wanted(self, variables: dict[str, Any]) -> list[str]:

@@ -56,9 +56,10 @@ def check_run_args(run_args: list[str]) -> None:
 
 
 def nightly_run_factory(run_args: list[str]) -> Callable[[Path], int]:
-    """`loadtest run <run_args> --out DIR` as a function of DIR, for `loadtest nightly`."""
+    """`loadtest run <run_args> --out DIR` as a function of DIR, for `loadtest nightly` (which reports the
+    directory itself: the run does not, so the verdict is printed once)."""
     check_run_args(run_args)
-    return lambda run_dir: main(["run", *run_args, "--out", str(run_dir)])
+    return lambda run_dir: main(["run", *run_args, "--no-report", "--out", str(run_dir)])
 
 
 def main(argv: list[str] | None = None) -> int:

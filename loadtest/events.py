@@ -57,10 +57,18 @@ class MalformedEvent(ValueError):
     pass
 
 
+MAX_TEXT = 1000  # characters of a server-provided text kept (transcripts are a sentence or two)
+
+
+def cap_text(value: str, limit: int = MAX_TEXT) -> str:
+    """A server's text, cut before it reaches the journal, the report or a log."""
+    return value if len(value) <= limit else f"{value[:limit]}… [{len(value) - limit} more characters cut]"
+
+
 def _text(value: Any, name: str) -> str:
     if not isinstance(value, str):
         raise MalformedEvent(f"{name} is not a string")
-    return value
+    return cap_text(value)
 
 
 def _number(value: Any, name: str) -> float | None:
@@ -74,7 +82,10 @@ def _number(value: Any, name: str) -> float | None:
 def _ident(value: Any, name: str) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise MalformedEvent(f"{name} is not an id")
-    return str(value)
+    ident = str(value)
+    if len(ident) > 256:
+        raise MalformedEvent(f"{name} is {len(ident)} characters long, not an id")
+    return ident
 
 
 class EventParser:
@@ -128,45 +139,52 @@ class Correlator:
     _awaiting_audio: deque[UtteranceTimeline] = field(default_factory=deque)
     _onsets: deque[Onset] = field(default_factory=lambda: deque(maxlen=64))
     _delivered: set[str] = field(default_factory=set)
+    _seen_ids: deque[str] = field(default_factory=lambda: deque(maxlen=256))  # server ids transcribed
 
     def expect(self, tl: UtteranceTimeline) -> None:
         """An utterance was scheduled; results for it may come once its speech has started."""
         self._awaiting_transcript.append(tl)
 
-    def on_event(self, event: ResultEvent, t: float) -> None:
+    def on_event(self, event: ResultEvent, t: float) -> bool:
+        """Apply one result event; False when it belongs to none of our utterances (unmatched)."""
         if isinstance(event, Transcription):
-            self._transcription(event, t)
-            return
+            return self._transcription(event, t)
         tl = self._by_server_id.get(event.utterance_id)
         if tl is None:
             self.stats.unmatched += 1
-            return
+            return False
         if isinstance(event, Translation):
             if tl.t_translation is None:
                 tl.t_translation, tl.translation, tl.server_translation = t, event.text, event.server_ts
         elif isinstance(event, TtsStart):
             self._tts(tl, event, t)
         else:
-            tl.error, tl.error_stage = f"gateway: {event.error}", event.stage
+            tl.error, tl.error_stage = f"gateway: {event.error}", cap_text(event.stage, 40)
         self._maybe_complete(tl)
+        return True
 
-    def _transcription(self, event: Transcription, t: float) -> None:
+    def _transcription(self, event: Transcription, t: float) -> bool:
         if event.producer_id != self.producer_id:
-            return  # another speaker's utterance: not ours to time
+            return False  # another speaker's utterance: not ours to time
+        if event.utterance_id in self._seen_ids:
+            self.stats.unmatched += 1  # a duplicate: that utterance has its transcript already
+            return False
         started = [tl for tl in self._awaiting_transcript if tl.t_send_start is not None]
         if not started:
             self.stats.unmatched += 1
-            return
+            return False
         tl = started[0]
         self._awaiting_transcript.remove(tl)
         tl.t_transcript, tl.transcript = t, event.text
         tl.server_utterance_id = event.utterance_id
+        self._seen_ids.append(event.utterance_id)
         tl.server_transcript, tl.server_speech_end = event.server_ts, event.speech_end_ts
         self._by_server_id[event.utterance_id] = tl
         if tl.t_speech_end is None:
             # The gateway ended the utterance before we finished speaking it.
             tl.error, tl.error_stage = "transcript before end of speech (utterance split)", "stt"
         self._maybe_complete(tl)
+        return True
 
     def _tts(self, tl: UtteranceTimeline, event: TtsStart, t: float) -> None:
         if tl.t_tts_event is not None:

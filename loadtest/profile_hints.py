@@ -250,8 +250,19 @@ def join_hint(role: str, answers: list[tuple[str, Any]], profile: SignalingProfi
 
 # --------------------------------------------------------------------------- announcements
 
+# Version 1 profiles write the two consume rules as keys of [producers] (profile_file.py).
+V1_RULE_KEYS = {(0, "field"): "producers.type", (0, "equals"): "producers.translated_type",
+                (1, "field"): "producers.source", (1, "equals"): "producers.source"}
+
+
+def _rule_key(i: int, part: str, version: int) -> str:
+    if version == 1 and (i, part) in V1_RULE_KEYS:
+        return V1_RULE_KEYS[(i, part)]
+    return f"producers.consume[{i}].{part}"
+
+
 def announcement_hint(spec: ProducerSpec, announced: list[Any], variables: dict[str, Any],
-                      other_events: list[str], malformed: int = 0) -> Hint:
+                      other_events: list[str], malformed: int = 0, version: int = 2) -> Hint:
     """Why no announced producer matched `producers.consume`, with the fields the announcements have."""
     if not announced:
         heard = f"; the listener did receive: {', '.join(sorted(set(other_events)))}" if other_events else ""
@@ -262,6 +273,7 @@ def announcement_hint(spec: ProducerSpec, announced: list[Any], variables: dict[
                     "set producers.announce_event to the gateway's event (producers.list_path if the list "
                     "sits under a key)")
     fields = sorted({p for info in announced for p in paths_of(info)})
+    rules = "; ".join(f"{r.field} {'!=' if r.negate else '=='} \"{r.value}\"" for r in spec.consume)
     for i, rule in enumerate(spec.consume):
         if any(rule.holds(info, variables) for info in announced):
             continue
@@ -275,14 +287,16 @@ def announcement_hint(spec: ProducerSpec, announced: list[Any], variables: dict[
         if not values:
             close = _closest(rule.field, fields)
             guess = f": did you mean \"{close}\"?" if close else ""
-            return Hint(f"{where}.field", f"no announcement has '{rule.field}' (they have: "
-                        f"{', '.join(fields) or 'no fields'}){guess}")
+            return Hint(_rule_key(i, "field", version), f"no announcement has '{rule.field}' (they have: "
+                        f"{', '.join(fields) or 'no fields'}){guess} — rules: {rules}")
         try:
             wanted = str(fill(rule.value, variables, f"{where}.value"))
         except ProfileError as exc:
             return Hint(f"{where}", str(exc))
         op = "not_equals" if rule.negate else "equals"
-        return Hint(f"{where}.{op}", f"announced {rule.field}: {', '.join(sorted(set(values)))}; the rule "
-                    f"wants {'not ' if rule.negate else ''}\"{wanted}\" (from \"{rule.value}\")")
-    return Hint("producers.consume", "each rule holds for some announcement but none meets them all: "
-                f"announced {_short(announced, 200)}")
+        seen = ", ".join(sorted(set(values)))
+        wants = f"{'not ' if rule.negate else ''}\"{wanted}\" (from \"{rule.value}\")"
+        return Hint(_rule_key(i, op, version), f"announced {rule.field}: {seen}; the rule wants {wants} — "
+                    f"rules: {rules}")
+    return Hint("producers.consume", "each rule holds for some announcement but none meets them all "
+                f"(rules: {rules}): announced {_short(announced, 200)}")

@@ -283,7 +283,7 @@ class Walk:
 
         def hint(why: str) -> Hint:
             return announcement_hint(spec, list(self.announcements.announced.values()), variables,
-                                     self.other_events, self.announcements.malformed)
+                                     self.other_events, self.announcements.malformed, self.profile.version)
 
         async with self.step("producers.consume", label, hint) as shown:
             shown["detail"] = f"waiting for '{spec.announce_event}'"

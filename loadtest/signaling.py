@@ -22,6 +22,10 @@ import socketio
 from loadtest.errors import RunError
 from loadtest.profile import MissingField, SignalingProfile, fill, lookup
 
+# The largest WebSocket message taken from a server (aiohttp's default is 4 MiB, above which it drops the
+# connection): a bound on memory, and room for a misbehaving server's big message to be counted, not fatal.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
 
 class SignalingError(RunError):
     """The gateway could not be reached or refused a request; the message says which and why."""
@@ -117,7 +121,8 @@ class SignalingChannel:
         connector = aiohttp.TCPConnector(ssl=self._ssl)
         self._session = aiohttp.ClientSession(connector=connector)
         self._sio = socketio.AsyncClient(
-            reconnection=False, http_session=self._session, ssl_verify=self._ssl is not False
+            reconnection=False, http_session=self._session, ssl_verify=self._ssl is not False,
+            websocket_extra_options={"max_msg_size": MAX_MESSAGE_BYTES},
         )
         namespace = self.profile.socketio.namespace
         self._sio.on("connect_error", self._on_connect_error, namespace=namespace)

@@ -25,9 +25,10 @@ from pymediasoup.rtp_parameters import RtpParameters
 
 from loadtest.announcements import Announcements
 from loadtest.credentials import Credentials
-from loadtest.events import Correlator, EventParser, MalformedEvent
+from loadtest.events import Correlator, ResultEvent
 from loadtest.fixtures import EncodedClip
 from loadtest.ice import TurnRelay
+from loadtest.inbox import Inbox
 from loadtest.media import PlannedUtterance, TranslatedAudioMonitor, UtteranceTrack
 from loadtest.profile import SignalingProfile
 from loadtest.session import Party, PeerSession
@@ -61,6 +62,10 @@ class ClientOptions:
     target_language: str = "es"
     credentials: Credentials = field(default_factory=Credentials)
     relay: TurnRelay | None = None  # relay-only: every transport goes through this TURN server
+    # The listener's signaling URL when it differs from the speaker's (`url`): e.g. each peer on its own
+    # gateway replica. None: both peers use `url`.
+    listener_url: str | None = None
+
 
 @dataclass(frozen=True)
 class ScheduledUtterance:
@@ -75,6 +80,7 @@ class ConversationResult:
     connect_ms: float | None = None
     error: str | None = None
     utterances: int = 0
+    handled_events: int = 0  # server messages to the listener: handled + malformed + unmatched = received
     malformed_events: int = 0
     unmatched_events: int = 0
     translated_packets: int = 0
@@ -98,10 +104,11 @@ class PipelineClient:
         self._clock = clock
         self._on_utterance = on_utterance
         self._track = UtteranceTrack(silence, clock)
-        self._parser = EventParser(options.profile)
         self._speaker: PeerSession | None = None
         self._listener: PeerSession | None = None
         self._announcements = Announcements(options.profile.producers)
+        self._inbox = Inbox(options.profile, self._announcements, self._route_event, self._on_announced,
+                            clock)
         self._mic_id: str | None = None
         self._recv_transport: Any = None
         self._send_transport: Any = None
@@ -124,7 +131,8 @@ class PipelineClient:
     def _session(self, role: str) -> PeerSession:
         o = self.options
         party = Party(self.conversation, role, self.caller, o.source_language, o.target_language)
-        return PeerSession.open(o.url, o.profile, o.ssl_context, o.request_timeout_s, party, o.credentials)
+        url = o.listener_url if role == "listener" and o.listener_url else o.url
+        return PeerSession.open(url, o.profile, o.ssl_context, o.request_timeout_s, party, o.credentials)
 
     async def connect(self) -> None:
         """Speaker and listener join; the listener consumes what the mode times; sets connect_ms.
@@ -137,7 +145,7 @@ class PipelineClient:
         await asyncio.gather(self._speaker.connect(timeout), self._listener.connect(timeout))
         for session in (self._speaker, self._listener):
             session.channel.on_lost(self._on_lost)
-        self._register_listener_events(self._listener)
+        self._inbox.register(self._listener.channel.on)
         listener_join = await self._join(self._listener)
         speaker_join = await self._join(self._speaker)
         self.result.speaker_node = _node(speaker_join)
@@ -217,33 +225,14 @@ class PipelineClient:
         self._recv_transport = await create_transport(self._listener, device, "recv", self.options.relay,
                                                       self._clock)
         if join.get("producers"):
-            self._announcements.add(join["producers"])
+            self._inbox.announce(join["producers"])
 
     # ---- listener side -------------------------------------------------------------------------
 
-    def _register_listener_events(self, session: PeerSession) -> None:
-        profile = self.options.profile
-        session.channel.on(profile.producers.announce_event, self._on_announcement)
-        for kind, spec in profile.events.items():
-            session.channel.on(spec.event, self._event_handler(kind))
+    def _route_event(self, event: ResultEvent, t: float) -> bool:
+        return self._correlator.on_event(event, t) if self._correlator is not None else False
 
-    def _event_handler(self, kind: str) -> Callable[[Any], None]:
-        def handle(payload: Any = None, *_extra: Any) -> None:
-            t = self._clock()
-            try:
-                event = self._parser.parse(kind, payload)
-            except MalformedEvent as exc:
-                self.result.malformed_events += 1
-                log.debug("malformed %s event ignored: %s", kind, exc)
-                return
-            if self._correlator is not None:
-                self._correlator.on_event(event, t)
-
-        return handle
-
-    def _on_announcement(self, payload: Any = None, *_extra: Any) -> None:
-        self._announcements.add(payload)
-        self.result.malformed_events = self._announcements.malformed
+    def _on_announced(self) -> None:
         if self._mic_id is not None:
             asyncio.get_running_loop().create_task(self._consume_wanted())
 
@@ -401,8 +390,10 @@ class PipelineClient:
                     self.stats["rtt_ms"] = report.roundTripTime * 1000.0
 
     async def close(self) -> None:
-        if self._correlator is not None:
-            self.result.unmatched_events = self._correlator.stats.unmatched
+        counts = self._inbox.counts
+        self.result.handled_events = counts.handled
+        self.result.malformed_events = counts.malformed
+        self.result.unmatched_events = counts.unmatched
         self.result.translated_packets = self._monitor.packets
         self._track.stop()
         for transport in (self._send_transport, self._recv_transport):

@@ -30,7 +30,8 @@ PROFILE = REPO / "sut" / "foreign" / "profile.toml"
 SECRET = "preflight-foreign-secret-0123456789abcdef"
 STATS_KEY = "preflight-stats-key"
 ORIGIN = "http://app.test"
-SKIPPED = {"gateway.coordination", "turn", "backends", "backends.redis", "metrics.proxy", "metrics.prometheus"}
+SKIPPED = {"gateway.coordination", "turn", "backends", "backends.redis", "metrics.proxy",
+           "metrics.prometheus"}
 
 
 def free_port(first: int, last: int) -> int:

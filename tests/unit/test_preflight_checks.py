@@ -14,7 +14,7 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from loadtest.preflight import checks_backends, checks_http
+from loadtest.preflight import checks_backends, checks_http, checks_socketio
 from loadtest.preflight.checks_media import judge_media, judge_smoke
 from loadtest.preflight.config import PrometheusTarget, Route, config_for_target
 from loadtest.preflight.context import AuditContext
@@ -70,6 +70,21 @@ def test_health_verdicts() -> None:
     assert degraded.status == "warn" and "backend tts down" in degraded.evidence
     assert checks_http.judge_health(502, None, 5).status == "fail"
     assert checks_http.judge_health(200, {"uptime": 1}, 5).status == "warn"
+    assert checks_http.judge_health(200, {"status": "up"}, 5).status == "ok"  # another gateway's word
+
+
+def test_json_stats_and_socketio_refusals() -> None:
+    stats = checks_http.judge_json_stats({"rooms": 2, "peers": 4, "name": "sfu"}, ("rooms",), 3)
+    assert stats.status == "ok" and "rooms 2, peers 4" in stats.evidence
+    with pytest.raises(CheckFailed, match="missing: consumers"):
+        checks_http.judge_json_stats({"rooms": 2}, ("consumers",), 3)
+    # CONNECT_ERROR packets: the server's message, with or without a namespace prefix.
+    assert checks_socketio._refusal_text('44/sfu,{"message":"Origin not allowed"}', "/sfu") == \
+        "Origin not allowed"
+    assert checks_socketio._refusal_text('44{"message":"invalid token: expired"}', "/") == \
+        "invalid token: expired"
+    assert checks_socketio._connect_packet("/sfu", {}) == "40/sfu,"
+    assert checks_socketio._connect_packet("/", {"token": "t"}) == '40{"token": "t"}'
 
 
 def test_coordination_verdicts_name_the_standalone_trap() -> None:
@@ -122,6 +137,10 @@ def test_smoke_verdicts() -> None:
                                error_stage="tts")
     verdict = judge_smoke(failed, 150.0)
     assert verdict.status == "fail" and verdict.evidence.startswith("error at tts: connect ECONNREFUSED")
+    sfu = UtteranceTimeline("u-3", "c", 1, "cards-001", "en", "es", 0.0, 0.0, t_send_start=0.5,
+                            t_speech_end=1.0, t_sfu_arrival=0.502, mode="sfu")
+    heard = judge_smoke(sfu, 90.0)  # a plain SFU: our voice back through it is the whole pipeline
+    assert heard.status == "ok" and heard.evidence == "connect 90 ms · sfu 2 ms", heard.evidence
 
 
 async def test_resp_encoding_and_replies() -> None:

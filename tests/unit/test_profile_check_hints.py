@@ -145,6 +145,11 @@ def test_announcement_hints(foreign: SignalingProfile) -> None:
     mismatch = announcement_hint(spec, other, variables, [])
     assert mismatch.key == "producers.consume[0].equals"
     assert "someone-else" in mismatch.text and '"c-speaker"' in mismatch.text
+    # Version 1 names its two rules as [producers] keys.
+    reference = load_profile("reference")
+    mic = [{"id": "p2", "appData": {"type": "mic"}}]
+    v1 = announcement_hint(reference.producers, mic, variables, [], version=reference.version)
+    assert v1.key == "producers.translated_type" and "mic" in v1.text
 
 
 def test_printer_redacts_and_names_the_first_failure() -> None:
