@@ -10,7 +10,6 @@ from loadtest.errors import EXIT_OK as EXIT_OK
 from loadtest.errors import EXIT_REGRESSION as EXIT_REGRESSION
 from loadtest.errors import EXIT_RUN_FAILED as EXIT_RUN_FAILED
 from loadtest.errors import EXIT_THRESHOLD_FAILED as EXIT_THRESHOLD_FAILED
-from loadtest.report.placement import PlacementGroup
 
 SCHEMA_VERSION = 1
 
@@ -162,10 +161,13 @@ class StageComparison:
     candidate_count: int
     quantiles: tuple[QuantileDelta, ...]
     mannwhitney_p: float  # one-sided: candidate stochastically larger (slower) than baseline
-    significant: bool  # the 95 % CI of the p95 difference lies entirely above zero
+    significant: bool  # the p95 difference is significantly above zero (permutation test or bootstrap CI)
     regression: bool  # significant AND beyond both tolerances
     improvement: bool  # mirror image, for the report only
-    enough_samples: bool = True  # both sides have MIN_COMPARE_SAMPLES; else never a regression
+    enough_samples: bool = True  # both sides have MIN_COMPARE_SAMPLES
+    inconclusive: bool = False  # not enough samples and no significant change: neither pass nor regression
+    method: str = "bootstrap"  # "permutation" | "bootstrap" | "none" (a side without samples)
+    p_value: float = float("nan")  # one-sided permutation p (candidate slower); NaN for the bootstrap
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,29 @@ class Comparison:
     def regressions(self) -> list[str]:
         return [s.stage for s in self.stages if s.regression]
 
+    @property
+    def inconclusive(self) -> list[str]:
+        """Stages too small to judge (and not a significant change): the comparison cannot pass."""
+        return [s.stage for s in self.stages if s.inconclusive]
+
+    @property
+    def verdict(self) -> str:
+        """regression > inconclusive > pass."""
+        return "regression" if self.regressions else "inconclusive" if self.inconclusive else "pass"
+
+
+@dataclass(frozen=True)
+class PlacementGroup:
+    placement: str  # "same-node" | "cross-node"
+    sent: int
+    ok: int
+    timeout: int
+    error: int
+    stage: str  # the headline stage of these rows: e2e, or sfu for a plain SFU
+    p50_ms: float | None
+    p95_ms: float | None
+    top_timeout_stage: str | None
+
 
 @dataclass
 class RunSummary:
@@ -216,8 +241,19 @@ class RunSummary:
     bootstrap_resamples: int
     bootstrap_seed: int
     comparison: Comparison | None = None
-    verdict: str = "pass"
+    verdict: str = "pass"  # run-failed > regression > fail > inconclusive > pass
     exit_code: int = EXIT_OK
+    strict: bool = False  # an inconclusive comparison exits 2 instead of 0
+
+    @property
+    def budget_verdict(self) -> str:
+        """The thresholds alone: pass | fail (a no-data threshold fails)."""
+        return "fail" if any(v.verdict != "pass" for v in self.thresholds) else "pass"
+
+    @property
+    def regression_verdict(self) -> str | None:
+        """The baseline comparison alone: pass | regression | inconclusive; None without a baseline."""
+        return self.comparison.verdict if self.comparison else None
     placement: list[PlacementGroup] = field(default_factory=list)  # same- vs cross-replica conversations
 
 
@@ -271,7 +307,23 @@ class HistoryEntry:
     e2e_under_target: float | None
     p50: dict[str, float | None] = field(default_factory=dict)
     p95: dict[str, float | None] = field(default_factory=dict)
+    # Added later (older index entries lack them): the two verdicts apart, and what the baseline rests on.
+    budget_verdict: str | None = None  # pass | fail | None (run failed)
+    regression_verdict: str | None = None  # pass | regression | inconclusive | None (no baseline)
+    inconclusive: list[str] = field(default_factory=list)
+    baseline_rule: str | None = None  # "last-completed" | "pinned" | "given"
+    counts: dict[str, int] = field(default_factory=dict)  # samples per stage (connect: conversations)
+    p99: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def good(self) -> bool:
         return self.exit_code == EXIT_OK
+
+    @property
+    def completed(self) -> bool:
+        """The run finished and measured something (its budget verdict does not matter)."""
+        return self.run_exit_code in (0, 1, 2) and self.verdict != "run-failed" and not self.partial
+
+    def samples(self, stage: str = "e2e") -> int:
+        """Samples of a stage; entries written before `counts` existed know only `sent`."""
+        return int(self.counts.get(stage, self.sent if not self.counts else 0))

@@ -8,23 +8,10 @@ reported apart from same-node ones, so a broken crossing (the standalone trap) s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 
-
-@dataclass(frozen=True)
-class PlacementGroup:
-    placement: str  # "same-node" | "cross-node"
-    sent: int
-    ok: int
-    timeout: int
-    error: int
-    stage: str  # the headline stage of these rows: e2e, or sfu for a plain SFU
-    p50_ms: float | None
-    p95_ms: float | None
-    top_timeout_stage: str | None
+from loadtest.report.model import PlacementGroup
 
 
 def _quantile(values: np.ndarray, q: float) -> float | None:
