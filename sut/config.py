@@ -118,6 +118,18 @@ class RedisConfig:
 
 
 @dataclass(frozen=True)
+class PrometheusConfig:
+    """Debian's prometheus beside the stack, loopback only, short retention: it scrapes the gateway
+    replicas' and the services' /metrics, and a tester's --metrics-port (tester_port; 0 = none)."""
+
+    enabled: bool = False
+    port: int = 9190  # not 9090: a system Prometheus must not collide
+    scrape_interval_s: float = 1.0
+    retention: str = "2h"
+    tester_port: int = 9464
+
+
+@dataclass(frozen=True)
 class FaultsConfig:
     tts_down: bool = False
     stt_down: bool = False
@@ -140,6 +152,7 @@ class StackConfig:
     faults: FaultsConfig
     turn: TurnConfig = field(default_factory=TurnConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
+    prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
 
     def service(self, name: str) -> ServiceConfig:
         return {"stt": self.stt, "translation": self.translation, "tts": self.tts}[name]
@@ -171,6 +184,11 @@ class StackConfig:
                 relay_max_port=turn.relay_max_port + offset * 10,
             ),
             redis=replace(self.redis, port=self.redis.port + offset),
+            prometheus=replace(
+                self.prometheus,
+                port=self.prometheus.port + offset,
+                tester_port=self.prometheus.tester_port + offset if self.prometheus.tester_port else 0,
+            ),
         )
 
 
@@ -228,6 +246,15 @@ def _turn(table: dict[str, Any]) -> TurnConfig:
     return turn
 
 
+def _prometheus(table: dict[str, Any]) -> PrometheusConfig:
+    prom: PrometheusConfig = _build(PrometheusConfig, table, "prometheus")
+    if prom.scrape_interval_s <= 0:
+        raise StackConfigError(f"'prometheus.scrape_interval_s' must be > 0, got {prom.scrape_interval_s}")
+    if not prom.retention or not prom.retention[:-1].isdigit() or prom.retention[-1] not in "smhdwy":
+        raise StackConfigError(f"'prometheus.retention' must be like '2h' or '1d', got {prom.retention!r}")
+    return prom
+
+
 def _private_host(host: str) -> bool:
     """The stack listens only where nothing outside this machine can reach it: loopback, or the
     benchmarking range (RFC 2544) that tests give to veth pairs into their own network namespaces."""
@@ -279,7 +306,8 @@ def stack_config_to_doc(config: StackConfig) -> dict[str, Any]:
 def load_stack_config(name_or_path: str | Path = "default") -> StackConfig:
     path = resolve_config_path(name_or_path)
     doc = _read_doc(path)
-    sections = ("stack", "proxy", "gateway", "stt", "translation", "tts", "faults", "turn", "redis")
+    sections = ("stack", "proxy", "gateway", "stt", "translation", "tts", "faults", "turn", "redis",
+                "prometheus")
     try:
         check_sections(doc, sections, StackConfigError)
         stack = dict(sub_table(doc, "stack", StackConfigError))
@@ -308,6 +336,7 @@ def load_stack_config(name_or_path: str | Path = "default") -> StackConfig:
             faults=_build(FaultsConfig, doc.get("faults", {}), "faults"),
             turn=_turn(_table(doc, "turn")),
             redis=_build(RedisConfig, _table(doc, "redis"), "redis"),
+            prometheus=_prometheus(_table(doc, "prometheus")),
         )
     except StackConfigError as exc:
         raise StackConfigError(f"{path}: {exc}") from None

@@ -25,6 +25,7 @@ from pathlib import Path
 from types import TracebackType
 
 from sut import infra, procs, proxy
+from sut import prometheus as prom
 from sut.config import REPO_ROOT, StackConfig, stack_config_to_doc
 from sut.pki import ensure_pki
 from sut.procs import ProcessRecord
@@ -193,7 +194,8 @@ class ReferenceStack:
         if cfg.gateway.replicas == 1:
             ports.append(("gateway.port", cfg.gateway.port))
         else:
-            ports += [(f"gateway.port + {i}", cfg.gateway.replica_port(i)) for i in range(cfg.gateway.replicas)]
+            replicas = range(cfg.gateway.replicas)
+            ports += [(f"gateway.port + {i}", cfg.gateway.replica_port(i)) for i in replicas]
         ports += [(f"{name}.port", cfg.service(name).port) for name in _enabled_services(cfg)]
         if cfg.proxy.http_port:
             ports.append(("proxy.http_port", cfg.proxy.http_port))
@@ -201,6 +203,8 @@ class ReferenceStack:
             ports.append(("redis.port", cfg.redis.port))
         if cfg.turn.enabled:
             ports.append(("turn.port", cfg.turn.port))  # coturn listens on TCP and UDP
+        if cfg.prometheus.enabled:
+            ports.append(("prometheus.port", cfg.prometheus.port))
         for key, port in ports:
             if procs.port_in_use(cfg.host, port):
                 raise StackError(f"port {port} ({key}) on {cfg.host} is already in use")
@@ -220,7 +224,9 @@ class ReferenceStack:
         try:
             proxy.nginx_binary()
             infra.check_binaries(self.config)
-        except (proxy.ProxyError, infra.InfraError) as exc:
+            if self.config.prometheus.enabled:
+                prom.binary()
+        except (proxy.ProxyError, infra.InfraError, prom.PrometheusError) as exc:
             raise StackError(str(exc)) from None
         return mediasoup_worker_bin()
 
@@ -243,6 +249,8 @@ class ReferenceStack:
         )
         if cfg.turn.enabled:
             infra.write_turn_config(cfg, state)
+        if cfg.prometheus.enabled:
+            prom.write_config(cfg, state, _enabled_services(cfg))
         return StackInfo(_target_url(cfg), certs.ca_cert, state, cfg, ground_truth, gateway_urls(cfg))
 
     def _spawn_all(self, worker_bin: Path, info: StackInfo, deadline: float) -> None:
@@ -266,6 +274,8 @@ class ReferenceStack:
             self._spawn(name, argv, node_env, _url(cfg.host, cfg.gateway.replica_port(i), "/health"))
         proxy_health = _url(cfg.host, cfg.proxy.https_port, "/health", scheme="https")
         self._spawn("proxy", proxy.nginx_argv(state, state / "nginx.conf"), dict(os.environ), proxy_health)
+        if cfg.prometheus.enabled:  # last: everything it scrapes is already listening
+            self._spawn("prometheus", prom.argv(cfg, state), dict(os.environ), prom.health_url(cfg))
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str], health_url: str) -> None:
         cwd = GATEWAY_DIR if name.startswith("gateway") else REPO_ROOT

@@ -50,6 +50,8 @@ def add_stack_commands(subparsers: argparse._SubParsersAction) -> None:
 def _print_info(info: StackInfo) -> None:
     print(f"reference stack '{info.config.name}' is up")
     print(f"  target:  {info.target_url}")
+    if len(info.gateway_urls) > 1:
+        print(f"  gateway replicas (plain HTTP): {', '.join(info.gateway_urls)}")
     print(f"  CA:      {info.ca_cert}")
     print(f"  logs:    {info.state_dir}/*.log")
     if info.ground_truth_path is not None:

@@ -24,6 +24,7 @@ HEADLINES = {
     "pass": "PASS",
     "fail": "FAIL: a threshold was not met",
     "regression": "REGRESSION against the baseline",
+    "inconclusive": "INCONCLUSIVE: too few samples to rule out a regression",
     "run-failed": "RUN FAILED",
 }
 
@@ -74,6 +75,8 @@ def _banner(s: RunSummary) -> str:
         if s.comparison:
             regs = s.comparison.regressions
             detail += f" · regressions vs baseline: {', '.join(regs) if regs else 'none'}"
+            if s.comparison.inconclusive:
+                detail += f" · inconclusive (too few samples): {', '.join(s.comparison.inconclusive)}"
     run = e(s.metadata.run_id) if s.metadata.run_id else ""
     return (
         f'<header class="banner {e(s.verdict)}"><h1>{e(HEADLINES.get(s.verdict, s.verdict))}{tags}</h1>'
@@ -255,12 +258,12 @@ def _placement(s: RunSummary) -> str:
     if not s.placement:
         return ""
     rows = [(e(g.placement), f"{g.sent:,}", f"{g.ok:,}", f"{g.timeout:,}", f"{g.error:,}",
-             f"{e(g.stage)} {ms(g.p50_ms)}", f"{e(g.stage)} {ms(g.p95_ms)}", e(g.top_timeout_stage or "—"))
+             f"{e(g.stage)} {ms(g.p50_ms)}", f"{e(g.stage)} {ms(g.p95_ms)}", e(g.top_failed_stage or "—"))
             for g in s.placement]
     return ("<h2>Gateway replicas</h2><p>Conversations whose speaker and listener joined the same replica, "
             "and those split across replicas (events cross through Redis, media through pipe transports).</p>"
             + table(["placement", "sent", "ok", "timeout", "error", "p50 ms", "p95 ms",
-                     "timeouts stalled at"], rows))
+                     "failures stopped at"], rows))
 
 
 def _metrics(s: RunSummary) -> str:

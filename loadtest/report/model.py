@@ -215,7 +215,7 @@ class PlacementGroup:
     stage: str  # the headline stage of these rows: e2e, or sfu for a plain SFU
     p50_ms: float | None
     p95_ms: float | None
-    top_timeout_stage: str | None
+    top_failed_stage: str | None  # where most of the group's failed utterances stopped
 
 
 @dataclass

@@ -36,12 +36,12 @@ def placement_groups(frame: pd.DataFrame) -> list[PlacementGroup]:
         status = rows["status"].astype(str)
         stage = "sfu" if "sfu_ms" in rows and rows["sfu_ms"].notna().any() else "e2e"
         values = pd.to_numeric(rows[f"{stage}_ms"], errors="coerce").to_numpy(dtype=np.float64)
-        stalled = rows.loc[status == "timeout", "status_stage"].dropna().astype(str)
+        stalled = rows.loc[status != "ok", "status_stage"].dropna().astype(str)
         groups.append(PlacementGroup(
             placement=name, sent=len(rows), ok=int((status == "ok").sum()),
             timeout=int((status == "timeout").sum()), error=int((status == "error").sum()), stage=stage,
             p50_ms=_quantile(values, 0.50), p95_ms=_quantile(values, 0.95),
-            top_timeout_stage=stalled.value_counts().index[0] if not stalled.empty else None))
+            top_failed_stage=stalled.value_counts().index[0] if not stalled.empty else None))
     return groups
 
 
@@ -54,8 +54,9 @@ def placement_line(groups: list[PlacementGroup]) -> str | None:
     cross_bad = (cross.timeout + cross.error) / cross.sent
     same_bad = (same.timeout + same.error) / same.sent if same is not None and same.sent else 0.0
     if cross_bad > 0.5 and same_bad < 0.1:  # most cross-node ones fail, (almost) no same-node one
-        where = f" (stalled at {cross.top_timeout_stage})" if cross.top_timeout_stage else ""
-        return (f"{cross.timeout + cross.error} of {cross.sent} cross-node utterances failed{where} while "
-                "same-node ones passed: what crosses between gateway replicas (Redis, pipe transports) "
-                "is broken")
+        where = f" (at {cross.top_failed_stage})" if cross.top_failed_stage else ""
+        same_said = "while same-node ones passed" if same is not None else "(no same-node conversation ran)"
+        failed = cross.timeout + cross.error
+        return (f"{failed} of {cross.sent} cross-node utterances failed{where} {same_said}: "
+                "what crosses between gateway replicas (Redis, pipe transports) is broken")
     return None

@@ -62,9 +62,11 @@ def _upstreams(host: str, ports: Sequence[int]) -> tuple[str, str]:
     if len(ports) == 1:
         return every, "gateway"
     pinned = "".join(
-        f"    upstream gateway_r{i} {{\n        server {_socket_address(host, port)};\n        keepalive 8;\n    }}\n"
+        f"    upstream gateway_r{i} {{\n        server {_socket_address(host, port)};\n"
+        "        keepalive 8;\n    }\n"
         for i, port in enumerate(ports))
-    routes = "".join(f"        ~^{re.escape(session_id_prefix(i))} gateway_r{i};\n" for i in range(len(ports)))
+    routes = "".join(
+        f"        ~^{re.escape(session_id_prefix(i))} gateway_r{i};\n" for i in range(len(ports)))
     route_map = (
         "    # Replicas: new connections go round robin; a request naming an Engine.IO session (sid=r<i>.…)\n"
         "    # goes to replica i, the only one that knows the session (long-polling clients need that).\n"

@@ -27,7 +27,7 @@ def test_groups_split_by_whether_both_peers_joined_the_same_replica() -> None:
         "same-node", 2, 2, 1100.0, "e2e")
     assert (cross.placement, cross.sent, cross.ok, cross.timeout, cross.p95_ms) == (
         "cross-node", 2, 1, 1, 1300.0)
-    assert cross.top_timeout_stage == "tts"
+    assert cross.top_failed_stage == "tts"
     assert placement_line([same, cross]) is None  # half the cross-node ones failed: not (yet) the trap line
 
 
@@ -36,7 +36,8 @@ def test_the_standalone_trap_is_one_line_naming_where_cross_node_stalled() -> No
                   ("a", "b", "timeout", None, "stt"), ("b", "a", "timeout", None, "stt"),
                   ("a", "b", "timeout", None, "stt")])
     line = placement_line(placement_groups(frame))
-    assert line is not None and line.startswith("3 of 3 cross-node utterances failed (stalled at stt)")
+    assert line is not None
+    assert line.startswith("3 of 3 cross-node utterances failed (at stt) while same-node")
 
 
 def test_no_placement_without_node_columns_or_values() -> None:

@@ -24,6 +24,7 @@ const DEFAULTS = {
   groundTruthPath: null,
   logLevel: 'info',
   redis: null, // {host, port}: coordinate rooms across gateway replicas through Redis; null: one node
+  sessionIdPrefix: '', // put before Engine.IO session ids, so a proxy can route a session to its replica
 };
 
 class ConfigError extends Error {}
@@ -90,6 +91,9 @@ function buildConfig(raw) {
     }
     checkString(cfg.redis, 'host', 'redis.');
     checkNumber(cfg.redis, 'port', 'redis.', { min: 1, max: 65535, integer: true });
+  }
+  if (typeof cfg.sessionIdPrefix !== 'string' || !/^[A-Za-z0-9.]*$/.test(cfg.sessionIdPrefix)) {
+    throw new ConfigError(`'sessionIdPrefix' must be letters, digits and dots, got ${JSON.stringify(cfg.sessionIdPrefix)}`);
   }
   if (cfg.announcedIp === null) cfg.announcedIp = cfg.host;
   return { config: cfg, unknownKeys: unknown };

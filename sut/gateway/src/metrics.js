@@ -120,6 +120,11 @@ function createMetrics() {
     ttsPackets: r.add(new Counter('gateway_tts_packets_total', 'RTP packets injected into TTS producers')),
     ttsLateness: r.add(new Histogram('gateway_tts_send_lateness_ms', 'TTS packet send time minus its scheduled time (ms)', SMALL_BUCKETS_MS)),
     socketRequests: r.add(new Counter('gateway_signaling_requests_total', 'Signaling requests by event and result', true)),
+    pipedProducers: r.add(new Counter('gateway_piped_producers_total',
+      'Producers piped between gateway replicas: in = produced here from another replica, out = consumed here for another', true)),
+    replicaRpc: r.add(new Counter('gateway_replica_rpc_total', 'Requests to other gateway replicas by method and result', true)),
+    replicaRpcLatency: r.add(new Histogram('gateway_replica_rpc_seconds', 'Request to another gateway replica until its answer',
+      LATENCY_BUCKETS_S)),
   };
 }
 

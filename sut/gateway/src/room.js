@@ -1,7 +1,9 @@
 'use strict';
 // A room: one mediasoup Router, its peers (each with transports, producers, consumers) and, per
 // mic producer, the speech session (tap → pipeline → TTS injector). Broadcasts go through the
-// Socket.IO room `room:<id>`.
+// Socket.IO room `room:<id>` (across replicas with the Redis adapter). With gateway replicas, the
+// room's producers are listed in the Redis directory (directory.js), and a producer living on
+// another replica is piped in before it is consumed here (pipes.js).
 
 const { Tap } = require('./tap');
 const { Injector } = require('./inject');
@@ -45,7 +47,10 @@ function describeSession(s) {
 }
 
 class Room {
-  /** Create a room with a fresh Router on `worker`. deps: io, config, backends, groundTruth, metrics */
+  /**
+   * Create a room with a fresh Router on `worker`. deps: io, config, backends, groundTruth, metrics,
+   * directory (RoomDirectory), pipes (PipeHub or null: no replicas)
+   */
   static async create(id, worker, deps) {
     const router = await worker.createRouter({ mediaCodecs: MEDIA_CODECS });
     return new Room(id, worker, router, deps);
@@ -103,6 +108,19 @@ class Room {
     return { id: producer.id, peerId, kind: producer.kind, appData: producer.appData };
   }
 
+  /** A producer of this replica's peers or sessions (not one piped in from another replica). */
+  ownsProducer(producerId) {
+    return this.producerInfos().some((p) => p.id === producerId);
+  }
+
+  /** producerInfos() of the whole room: this replica's and, from the directory, the other replicas'. */
+  async listProducers(exceptPeer = null) {
+    const local = this.producerInfos(exceptPeer);
+    const seen = new Set(local.map((p) => p.id));
+    const remote = (await this.directory.remoteProducers(this.id)).filter((p) => !seen.has(p.id));
+    return [...local, ...remote.map(({ id, peerId, kind, appData }) => ({ id, peerId, kind, appData }))];
+  }
+
   async createWebRtcTransport(peer, direction) {
     const { host, announcedIp } = this.config;
     const transport = await this.router.createWebRtcTransport({
@@ -149,8 +167,11 @@ class Room {
       throw new Error(`cannot start the speech pipeline for the producer: ${err.message}`);
     }
     log.debug(`peer ${peer.id} produced ${producer.id}: producer ${(t1 - t0).toFixed(1)} ms, pipeline ${(nowMs() - t1).toFixed(1)} ms`);
-    this.emit('newProducer', this._info(producer, peer.id), peer.socket);
     const tts = this.sessions.get(producer.id).injector.producer;
+    // Listed before announced: a peer on another replica that hears of them looks them up to pipe them.
+    await this.directory.addProducers(this.id, [this._info(producer, peer.id), this._info(tts, peer.id)]);
+    if (producer.closed) return { id: producer.id }; // closed meanwhile: producerClosed went out already
+    this.emit('newProducer', this._info(producer, peer.id), peer.socket);
     // The TTS producer belongs to no peer's socket: every peer, the speaker included, hears of it.
     this.emit('newProducer', this._info(tts, peer.id));
     return { id: producer.id };
@@ -198,6 +219,7 @@ class Room {
   _onProducerClosed(peer, producer) {
     peer.producers.delete(producer.id);
     const s = this.sessions.get(producer.id);
+    this.directory.removeProducers(this.id, s ? [producer.id, s.injector.producer.id] : [producer.id]);
     if (s) {
       this.sessions.delete(producer.id);
       log.info(`producer ${producer.id} closed; ${describeSession(s)}`);
@@ -211,7 +233,18 @@ class Room {
 
   async consume(peer, { transportId, producerId, rtpCapabilities }) {
     const transport = peer.transport(transportId, 'recv');
-    const info = this.producerInfos(peer).find((p) => p.id === producerId);
+    let info = this.producerInfos(peer).find((p) => p.id === producerId);
+    if (!info && this.pipes) {
+      const remote = await this.directory.remoteProducer(this.id, producerId);
+      if (remote) {
+        try {
+          await this.pipes.pipeIn(this, remote);
+        } catch (err) {
+          throw new Error(`producer ${producerId} lives on gateway replica ${remote.node}; piping it here failed: ${err.message}`);
+        }
+        info = remote;
+      }
+    }
     if (!info) throw new RequestError(`unknown producerId ${JSON.stringify(producerId)} in room ${JSON.stringify(this.id)}`);
     if (!this.router.canConsume({ producerId, rtpCapabilities })) {
       throw new RequestError(`rtpCapabilities cannot consume producer ${producerId} (no common codec)`);
@@ -238,12 +271,15 @@ class Room {
   close() {
     if (this.closed) return;
     this.closed = true;
+    const listed = [...this.sessions].flatMap(([id, s]) => [id, s.injector.producer.id]);
+    if (listed.length) this.directory.removeProducers(this.id, listed);
     for (const s of this.sessions.values()) {
       s.tap.close();
       s.pipeline.close();
       s.injector.close();
     }
     this.sessions.clear();
+    if (this.pipes) this.pipes.roomClosed(this);
     if (!this.router.closed) this.router.close();
   }
 }

@@ -3,6 +3,7 @@
 // HTTP (/health, /metrics) and Socket.IO signaling on one plain-HTTP port (the TLS proxy fronts
 // it), mediasoup workers for media, the speech pipeline per mic producer.
 
+const crypto = require('crypto');
 const http = require('http');
 const { Server: IoServer } = require('socket.io');
 const { loadConfig, ConfigError } = require('./config');
@@ -14,6 +15,9 @@ const { warmUpOpus } = require('./inject');
 const { GroundTruth } = require('./groundtruth');
 const { createMetrics, Gauge } = require('./metrics');
 const { Coordination } = require('./coordination');
+const { ReplicaRpc } = require('./rpc');
+const { RoomDirectory } = require('./directory');
+const { PipeHub } = require('./pipes');
 const { nowS } = require('./clock');
 
 const log = logger('server');
@@ -36,7 +40,13 @@ class Gateway {
     this.healthCache = null;
     this.http = http.createServer((req, res) => this._onHttp(req, res));
     this.io = new IoServer(this.http, { path: '/socket.io/', serveClient: false });
+    if (config.sessionIdPrefix) {
+      // Replicas behind one proxy: the session id names its replica (the proxy routes on it).
+      this.io.engine.generateId = () => `${config.sessionIdPrefix}${crypto.randomBytes(15).toString('base64url')}`;
+    }
     this.coordination = new Coordination({ redis: config.redis, io: this.io });
+    this.rpc = new ReplicaRpc({ coordination: this.coordination, metrics: this.metrics });
+    this.pipes = null;
     this.signaling = null;
   }
 
@@ -54,9 +64,19 @@ class Gateway {
       rooms: this.signaling ? this.signaling.roomCount : 0,
       peers: this.signaling ? this.signaling.peerCount : 0,
     }));
+    // Rooms spanning replicas: their producers listed in Redis, their media piped between replicas.
+    await this.rpc.start();
+    if (this.rpc.available) {
+      this.pipes = new PipeHub({
+        rpc: this.rpc, host: config.host, metrics: this.metrics, rooms: (id) => this.signaling.rooms.get(id),
+      });
+      this.coordination.nodeGone.push((node) => this.pipes.nodeGone(node));
+    }
     this.signaling = new Signaling({
       io: this.io,
       coordination: this.coordination,
+      directory: new RoomDirectory(this.coordination),
+      pipes: this.pipes,
       config,
       pool: this.pool,
       backends: this.backends,
@@ -75,6 +95,8 @@ class Gateway {
       () => (this.coordination.connected ? 1 : 0)));
     r.add(new Gauge('gateway_cluster_nodes', 'Gateway replicas heard from through Redis (0: standalone)',
       () => this.coordination.liveNodes().length));
+    r.add(new Gauge('gateway_pipe_transports', 'Open PipeTransports to other gateway replicas (one per room per replica)',
+      () => (this.pipes ? this.pipes.transportCount : 0)));
     await new Promise((resolve, reject) => {
       this.http.once('error', reject);
       this.http.listen(config.port, config.host, () => {
@@ -82,7 +104,9 @@ class Gateway {
         resolve();
       });
     });
-    log.info(`gateway listening on http://${config.host}:${this.http.address().port} (announced media IP ${config.announcedIp})`);
+    const address = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${this.http.address().port}`;
+    this.coordination.address = address;
+    log.info(`gateway listening on ${address} (announced media IP ${config.announcedIp}, node ${this.coordination.nodeId})`);
     // Announce again now that start-up work is done: the pub/sub round trip /health reports is then
     // Redis's, not the start-up's busy event loop.
     this.coordination.beat();
@@ -143,6 +167,8 @@ class Gateway {
       // Standalone does not make the status "degraded": like the production gateway this models, it
       // serves on as a single node. This section says so, for audits to read.
       redis: this.coordination.status(),
+      // Every replica of the cluster (this one first); standalone: this one alone.
+      replicas: this.coordination.members(),
     };
   }
 
@@ -151,6 +177,7 @@ class Gateway {
     this.io.close(); // disconnects sockets: peers leave, rooms close
     if (this.signaling) this.signaling.close();
     this.pool.close();
+    this.rpc.close();
     await this.coordination.close();
     await new Promise((resolve) => this.http.close(() => resolve()));
     await this.groundTruth.close();

@@ -3,6 +3,7 @@
 // {ok: true, data} or {ok: false, error}; a handler never leaves the client waiting.
 
 const { Room, Peer, RequestError } = require('./room');
+const { RoomDirectory } = require('./directory');
 const { logger } = require('./logger');
 
 const log = logger('signaling');
@@ -24,13 +25,16 @@ function requireObject(payload, key, event) {
 }
 
 class Signaling {
-  /** deps: io, config, pool (WorkerPool), backends, groundTruth, metrics, coordination (optional) */
+  /**
+   * deps: io, config, pool (WorkerPool), backends, groundTruth, metrics; optional: coordination,
+   * directory (RoomDirectory: rooms spanning replicas), pipes (PipeHub: their media)
+   */
   constructor(deps) {
-    this.deps = deps;
+    this.deps = { directory: new RoomDirectory(null), pipes: null, coordination: null, ...deps };
     this.rooms = new Map(); // roomId → Room
     this.creating = new Map(); // roomId → Promise<Room>, so concurrent joins share one Router
     this.peerCount = 0;
-    deps.io.on('connection', (socket) => this._onConnection(socket));
+    this.deps.io.on('connection', (socket) => this._onConnection(socket));
   }
 
   async _room(roomId) {
@@ -97,7 +101,7 @@ class Signaling {
         await state.room.resumeConsumer(state.peer, requireString(p, 'consumerId', 'resumeConsumer'));
         return {};
       },
-      getProducers: () => ({ producers: state.room.producerInfos(state.peer) }),
+      getProducers: async () => ({ producers: await state.room.listProducers(state.peer) }),
       leaveRoom: () => {
         this._leave(state);
         return {};
@@ -142,9 +146,14 @@ class Signaling {
     for (const key of ['sourceLanguage', 'targetLanguage']) {
       if (p[key] !== undefined) requireString(p, key, 'joinRoom');
     }
+    const { directory } = this.deps;
+    // peerId is unique in the room across replicas, too (a duplicate here is the room's to refuse).
+    const holder = await directory.claimPeer(roomId, peerId, p.role);
+    if (holder) throw new RequestError(`peerId ${JSON.stringify(peerId)} is already in room ${JSON.stringify(roomId)} (on gateway replica ${holder})`);
     let room = await this._room(roomId);
     if (room.closed) room = await this._room(roomId); // emptied and closed while we awaited it
     if (!socket.connected) {
+      directory.releasePeer(roomId, peerId);
       if (room.peers.size === 0) this._dropRoom(room);
       throw new RequestError('joinRoom: socket disconnected while joining');
     }
@@ -166,7 +175,9 @@ class Signaling {
     this.peerCount += 1;
     log.info(`peer ${peerId} (${p.role}) joined room ${roomId}`);
     this._announce('peer-join', { room: roomId, peer: peerId });
-    return { rtpCapabilities: room.router.rtpCapabilities, producers: room.producerInfos(peer) };
+    // `node` names the replica this peer is on (the coordination node id; /health's redis.nodeId).
+    const node = this.deps.coordination ? this.deps.coordination.nodeId : null;
+    return { rtpCapabilities: room.router.rtpCapabilities, producers: await room.listProducers(peer), node };
   }
 
   _leave(state) {
@@ -176,6 +187,7 @@ class Signaling {
     state.peer = null;
     this.peerCount -= 1;
     this._announce('peer-leave', { room: room.id, peer: peer.id });
+    this.deps.directory.releasePeer(room.id, peer.id);
     if (room.removePeer(peer)) this._dropRoom(room);
   }
 
