@@ -39,7 +39,7 @@ from loadtest.profile_steps import Printer, StepFailure, WalkStopped
 from loadtest.session import Party, PeerSession
 from loadtest.signaling import SignalingError
 from loadtest.tracing import NO_ANSWER, NOT_BUILT, Exchange, open_traced, traced
-from loadtest.transport import create_transport, load_device
+from loadtest.transport import answer_produce, create_transport, load_device
 from loadtest.webrtc_client import _receiver_of
 
 ROLES_BOTH = ("listener", "speaker")  # the listener first: it must hear the speaker's producer announced
@@ -242,14 +242,7 @@ class Walk:
 
     async def _produce(self) -> None:
         session, send = self.sessions["speaker"], self.transports["speaker"]
-
-        @send.on("produce")
-        async def on_produce(kind: str, rtp_parameters: Any, app_data: Any) -> str:
-            answer = await session.request("produce", transport_id=send.id, kind=kind,
-                                           rtp_parameters=rtp_parameters.model_dump(exclude_none=True),
-                                           app_data=app_data or {})
-            return str(answer["id"])
-
+        answer_produce(send, session)
         self.links["speaker"].started = time.monotonic()
         async with self.step("requests.produce", "produce (speaker)"):
             producer = await send.produce(track=self.track, stopTracks=False, appData={"type": "mic"})

@@ -28,9 +28,11 @@ async def load_device(caps: Any, tracks: list[Any]) -> Device:
 
 async def create_transport(session: PeerSession, device: Device, direction: str,
                            relay: TurnRelay | None = None,
-                           clock: Callable[[], float] = time.monotonic) -> Any:
+                           clock: Callable[[], float] = time.monotonic, network: Any = None) -> Any:
     """Ask the gateway for a transport (`create_transport`), build its local side; the transport's
-    `connected_at` future gives the time ICE + DTLS completed (or fails naming the state)."""
+    `connected_at` future gives the time ICE + DTLS completed (or fails naming the state).
+    `network` (an impairments.observe.NetworkWatch): the caller's impaired network, attached before the
+    transport gathers its candidates."""
     info = await session.request("create_transport", direction=direction)
     create = device.createSendTransport if direction == "send" else device.createRecvTransport
     try:
@@ -43,6 +45,8 @@ async def create_transport(session: PeerSession, device: Device, direction: str,
                              f"{str(exc)[:200]}") from None
     if relay is not None:
         force_relay(transport, relay)
+    if network is not None:
+        network.attach_transport(transport)
     connected = asyncio.get_running_loop().create_future()
     failures: list[str] = []
 
@@ -67,3 +71,14 @@ async def create_transport(session: PeerSession, device: Device, direction: str,
 
     transport.connected_at = connected
     return transport
+
+
+def answer_produce(transport: Any, session: PeerSession) -> None:
+    """Let the send transport's `produce` ask the gateway (the `produce` request) for the producer id."""
+
+    @transport.on("produce")
+    async def on_produce(kind: str, rtp_parameters: Any, app_data: Any) -> str:
+        answer = await session.request("produce", transport_id=transport.id, kind=kind,
+                                       rtp_parameters=rtp_parameters.model_dump(exclude_none=True),
+                                       app_data=app_data or {})
+        return str(answer["id"])

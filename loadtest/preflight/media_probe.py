@@ -36,7 +36,7 @@ from loadtest.profile import SignalingProfile
 from loadtest.session import Party, PeerSession
 from loadtest.signaling import Disconnected, SignalingError
 from loadtest.tracing import open_traced, traced
-from loadtest.transport import create_transport, load_device
+from loadtest.transport import answer_produce, create_transport, load_device
 from loadtest.webrtc_client import _receiver_of
 
 FRAME_S = 0.020
@@ -265,13 +265,7 @@ async def _round_trip(probe: _Probe, track: ProbeTrack, transports: list[Any]) -
     probe.links = [send_link, recv_link]
     t = step("transports", t, "produce")
 
-    @send.on("produce")
-    async def on_produce(kind: str, rtp_parameters: Any, app_data: Any) -> str:
-        answer = await speaker.request("produce", transport_id=send.id, kind=kind,
-                                       rtp_parameters=rtp_parameters.model_dump(exclude_none=True),
-                                       app_data=app_data or {})
-        return str(answer["id"])
-
+    answer_produce(send, speaker)
     t_connect = send_link.started = recv_link.started = t
     producer = await send.produce(track=track, stopTracks=False, appData={"type": "mic"})
     t = step("produce", t, "consume")

@@ -10,7 +10,6 @@ The gateway listens on a port in 7670-7674 with its RTC ports in 7675-7689 (this
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,9 +18,8 @@ import pytest
 from loadtest.preflight.audit import run_preflight_sync
 from loadtest.preflight.config import config_for_target, load_config
 from loadtest.preflight.model import PreflightReport
-from sut.foreign import launcher
-from sut.foreign.launcher import ForeignGateway, ForeignGatewayError, foreign_gateway
-from tests.prereq import missing
+from sut.foreign.launcher import ForeignGateway
+from tests.integration.foreign import running_foreign
 
 pytestmark = pytest.mark.integration
 
@@ -31,30 +29,13 @@ SECRET = "preflight-foreign-secret-0123456789abcdef"
 STATS_KEY = "preflight-stats-key"
 ORIGIN = "http://app.test"
 SKIPPED = {"gateway.coordination", "turn", "backends", "backends.redis", "metrics.proxy",
-           "metrics.prometheus"}
-
-
-def free_port(first: int, last: int) -> int:
-    for port in range(first, last + 1):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {first}-{last}")
+           "metrics.prometheus", "traefik"}
 
 
 @pytest.fixture(scope="module")
 def gateway() -> Iterator[ForeignGateway]:
-    if not (launcher.GATEWAY_MODULES / "mediasoup").is_dir():
-        missing("sut/gateway/node_modules missing: run make setup")
-    try:
-        launcher.worker_bin()
-    except ForeignGatewayError as exc:
-        missing(str(exc))
-    with foreign_gateway(free_port(7670, 7674), jwt_secret=SECRET, allowed_origin=ORIGIN,
-                         stats_key=STATS_KEY, rtc_ports=(7675, 7689)) as gw:
+    with running_foreign((7670, 7674), (7675, 7689), jwt_secret=SECRET, allowed_origin=ORIGIN,
+                         stats_key=STATS_KEY) as gw:
         yield gw
 
 

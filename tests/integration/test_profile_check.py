@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -19,9 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from sut.foreign import launcher
-from sut.foreign.launcher import ForeignGateway, ForeignGatewayError, foreign_gateway
-from tests.prereq import missing
+from sut.foreign.launcher import ForeignGateway
+from tests.integration.foreign import running_foreign
 
 pytestmark = pytest.mark.integration
 
@@ -32,27 +30,9 @@ ORIGIN = "http://app.test"  # what the profile's Origin header says
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+\.")
 
 
-def free_port(first: int, last: int) -> int:
-    for port in range(first, last + 1):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {first}-{last}")
-
-
 @pytest.fixture(scope="module")
 def gateway() -> Iterator[ForeignGateway]:
-    if not (launcher.GATEWAY_MODULES / "mediasoup").is_dir():
-        missing("sut/gateway/node_modules missing: run make setup")
-    try:
-        launcher.worker_bin()
-    except ForeignGatewayError as exc:
-        missing(str(exc))
-    with foreign_gateway(free_port(7650, 7654), jwt_secret=SECRET, allowed_origin=ORIGIN,
-                         rtc_ports=(7655, 7669)) as gw:
+    with running_foreign((7650, 7654), (7655, 7669), jwt_secret=SECRET, allowed_origin=ORIGIN) as gw:
         yield gw
 
 
