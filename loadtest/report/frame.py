@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from loadtest.conditions import NETWORK_COLUMNS
 from loadtest.report.model import EXTRA_METRICS, STAGES
 
 SAMPLES_FILE = "samples.parquet"
@@ -26,6 +27,9 @@ REPORT_COLUMNS: tuple[str, ...] = (
     "listener_node",
     *(f"{s}_ms" for s in STAGES),
     *EXTRA_METRICS,
+    "impairment",  # adverse conditions (report/conditions.py)
+    "snr_db",
+    *NETWORK_COLUMNS,
 )
 
 
@@ -56,6 +60,9 @@ def normalise(frame: pd.DataFrame) -> pd.DataFrame:
                 "listener_node"):
         if col not in out.columns:
             out[col] = pd.Series([None] * n, index=out.index, dtype="object")
+    for col in ("snr_db", *NETWORK_COLUMNS):  # adverse conditions: read where the run recorded them
+        if col in out.columns:
+            out[col] = pd.to_numeric(out[col], errors="coerce").astype("float64")
     # Categorical: 1M repeated short strings cost ~1 byte each instead of a Python object each.
     for col in ("status", "status_stage", "worker"):
         out[col] = out[col].astype("category")

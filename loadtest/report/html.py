@@ -18,7 +18,9 @@ from loadtest.report.html_common import (
     table,
     verdict_cell,
 )
+from loadtest.report.html_conditions import conditions_section
 from loadtest.report.model import BUDGET_BANDS, STAGES, ChartFile, Comparison, RunSummary, StageStats
+from loadtest.report.proxy import proxy_section
 
 HEADLINES = {
     "pass": "PASS",
@@ -45,6 +47,8 @@ def render_report(summary: RunSummary, charts: list[ChartFile]) -> str:
         *(figure(c) for c in run_charts),
         _levels(summary),
         _placement(summary),
+        proxy_section(summary.proxy),
+        conditions_section(summary.conditions),
         _failures(summary),
         _metrics(summary),
         _metadata(summary),
@@ -157,8 +161,10 @@ def comparison_section(cmp: Comparison, charts: list[ChartFile]) -> str:
     head = ["stage", "p50 (ms)", "p95 (ms)", "p95 change", "p99 (ms)", "Mann–Whitney p", "call"]
     return (
         f"<h2>Against the baseline</h2><p>Baseline <code>{e(cmp.baseline_dir)}</code>. Regression = the "
-        "95 % CI of the p95 difference above zero AND p95 worse by more than "
-        f"{num(cmp.tolerance_pct)} % AND more than {num(cmp.tolerance_ms)} ms.</p>"
+        "p95 difference significantly above zero (a permutation test, or with large samples the 95 % "
+        f"bootstrap CI) AND p95 worse by more than {num(cmp.tolerance_pct)} % AND more than "
+        f"{num(cmp.tolerance_ms)} ms. Fewer than 20 samples a side without a significant change: "
+        "inconclusive.</p>"
         + table(head, rows)
         + "".join(figure(c) for c in charts)
     )

@@ -18,6 +18,7 @@ h1 { margin: 0; font-size: 28px; } h2 { margin-top: 32px; border-bottom: 2px sol
 .banner p { margin: 4px 0 0; }
 .banner.pass { background: var(--pass); } .banner.fail, .banner.run-failed { background: var(--fail); }
 .banner.regression { background: var(--warn); } .banner.neutral { background: #37474f; }
+.banner.inconclusive { background: #616161; }
 .banner code { background: rgba(255, 255, 255, 0.2); color: #fff; }
 .tag { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px; font-weight: 600;
        background: #eee; color: #333; margin-left: 6px; vertical-align: middle; }

@@ -10,6 +10,7 @@ from loadtest.errors import EXIT_OK as EXIT_OK
 from loadtest.errors import EXIT_REGRESSION as EXIT_REGRESSION
 from loadtest.errors import EXIT_RUN_FAILED as EXIT_RUN_FAILED
 from loadtest.errors import EXIT_THRESHOLD_FAILED as EXIT_THRESHOLD_FAILED
+from loadtest.report.conditions_model import ConditionsSummary
 
 SCHEMA_VERSION = 1
 
@@ -255,6 +256,8 @@ class RunSummary:
         """The baseline comparison alone: pass | regression | inconclusive; None without a baseline."""
         return self.comparison.verdict if self.comparison else None
     placement: list[PlacementGroup] = field(default_factory=list)  # same- vs cross-replica conversations
+    conditions: ConditionsSummary = field(default_factory=ConditionsSummary)  # impairment profiles, SNRs
+    proxy: dict[str, object] | None = None  # the proxy's counters over the run (report/proxy.py)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
+from loadtest.report.compare import inconclusive_reason
+from loadtest.report.conditions_model import conditions_json, impairment_json
 from loadtest.report.model import (
     SCHEMA_VERSION,
     Comparison,
@@ -109,6 +111,9 @@ def stage_comparison(s: StageComparison) -> dict[str, Any]:
         "regression": s.regression,
         "improvement": s.improvement,
         "enough_samples": s.enough_samples,
+        "inconclusive": s.inconclusive,
+        "method": s.method,
+        "p_value": num(s.p_value),
     }
 
 
@@ -121,6 +126,9 @@ def comparison(c: Comparison) -> dict[str, Any]:
         "tolerance_ms": c.tolerance_ms,
         "regression": bool(c.regressions),
         "regressions": c.regressions,
+        "verdict": c.verdict,
+        "inconclusive": c.inconclusive,
+        "inconclusive_reason": inconclusive_reason(c),
         "stages": {s.stage: stage_comparison(s) for s in c.stages},
         "baseline_rates": rates(c.baseline_rates) if c.baseline_rates else None,
         "candidate_rates": rates(c.candidate_rates) if c.candidate_rates else None,
@@ -134,6 +142,8 @@ def summary(s: RunSummary, run_dir: str) -> dict[str, Any]:
         "run_dir": run_dir,
         "verdict": s.verdict,
         "exit_code": s.exit_code,
+        "budget_verdict": s.budget_verdict if not s.run_failed else None,
+        "regression_verdict": s.regression_verdict,
         "partial": s.partial,
         "run_failed": {"error": s.run_failed} if s.run_failed else None,
         "source": s.source,
@@ -159,6 +169,9 @@ def summary(s: RunSummary, run_dir: str) -> dict[str, Any]:
         ],
         "capacity_callers": s.capacity_callers,
         "placement": [dataclasses.asdict(g) for g in s.placement],
+        "impairment": impairment_json(s.conditions),  # docs/impairment.md: configured/injected/observed
+        "conditions": conditions_json(s.conditions),  # per impairment profile and per SNR
+        "proxy": s.proxy,  # Traefik's counters over the run beside the tester's (report/proxy.py)
         "thresholds": [verdict(v) for v in s.thresholds],
         "comparison": comparison(s.comparison) if s.comparison else None,
         "warnings": s.warnings,

@@ -156,7 +156,7 @@ async def _errors_and_log(request: web.Request, handler: Handler) -> web.StreamR
         message = f"internal error: {type(exc).__name__}: {exc}"
         response = web.json_response({"error": message}, status=500)
         set_log_detail(request, f"error={short(message, 80)}")
-    if request.path != "/health":  # health probes every second would drown the log
+    if request.path not in ("/health", "/metrics"):  # probes and scrapes every second would drown the log
         ms = (time.perf_counter() - t0) * 1000.0
         log.info("%s %d %s %.0fms %s", request.method, response.status, request.path, ms,
                  request.get(LOG_DETAIL, ""))
@@ -179,10 +179,40 @@ async def _health(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+class _PoolCollector:
+    """The worker pool's figures as Prometheus series at scrape time (the stack's Prometheus scrapes them)."""
+
+    def __init__(self, state: ServiceState) -> None:
+        self.state = state
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        s, pool = self.state, self.state.pool
+        labels, values = ["service", "engine"], [s.name, s.engine]
+        for name, doc, value in (("service_workers", "Concurrent request slots", pool.workers),
+                                 ("service_busy_workers", "Slots serving a request now", pool.busy),
+                                 ("service_queued_requests", "Requests waiting for a slot", pool.queued)):
+            family = GaugeMetricFamily(name, doc, labels=labels)
+            family.add_metric(values, value)
+            yield family
+        served = CounterMetricFamily("service_requests", "Requests served", labels=labels)
+        served.add_metric(values, pool.served)
+        yield served
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry()
+    registry.register(_PoolCollector(request.app[STATE_KEY]))
+    return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
 def make_app(state: ServiceState, routes: list[web.RouteDef]) -> web.Application:
     app = web.Application(middlewares=[_errors_and_log], client_max_size=MAX_BODY_BYTES)
     app[STATE_KEY] = state
-    app.add_routes([web.get("/health", _health), *routes])
+    app.add_routes([web.get("/health", _health), web.get("/metrics", _metrics), *routes])
     return app
 
 

@@ -129,11 +129,14 @@ def test_pass_and_regression_exit_codes(tmp_path: Path) -> None:
     assert data["comparison"]["regression"] is True
     assert (cand / "compare.json").is_file() and (cand / "charts" / "compare_cdf.svg").is_file()
     assert "Against the baseline" in res.html_path.read_text()
-    # A failed threshold outranks the regression.
-    assert (
-        build_report(cand, ["e2e.p95 < 10"], baseline_dir=base, charts=False).exit_code
-        == EXIT_THRESHOLD_FAILED
-    )
+    # A regression outranks a failed threshold (a system over its budget still gets regression
+    # detection); the two verdicts are reported apart.
+    both = build_report(cand, ["e2e.p95 < 10"], baseline_dir=base, charts=False)
+    assert both.exit_code == EXIT_REGRESSION and both.summary.verdict == "regression"
+    assert both.summary.budget_verdict == "fail" and both.summary.regression_verdict == "regression"
+    data = json.loads((cand / "summary.json").read_text())
+    assert data["budget_verdict"] == "fail" and data["regression_verdict"] == "regression"
+    assert build_report(cand, ["e2e.p95 < 10"], charts=False).exit_code == EXIT_THRESHOLD_FAILED
     # The `compare` verb on its own.
     cmp = build_comparison(base, cand, tmp_path / "cmp-out", charts=False)
     assert cmp.exit_code == EXIT_REGRESSION and cmp.html_path and cmp.html_path.is_file()

@@ -11,8 +11,8 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from loadtest.report.compare import MIN_COMPARE_SAMPLES, compare_stage, compare_values, stage_call
-from loadtest.report.model import StageComparison
+from loadtest.report.compare import ALPHA, MIN_COMPARE_SAMPLES, compare_stage, compare_values, stage_call
+from loadtest.report.model import Comparison, StageComparison
 
 pytestmark = pytest.mark.unit
 
@@ -114,17 +114,53 @@ def test_improvement_and_missing_stage() -> None:
     assert out["connect"].candidate_count == 0
 
 
-def test_too_few_samples_never_make_a_regression() -> None:
+def test_a_tiny_sample_is_inconclusive_not_a_pass() -> None:
     # What two 1-caller nightlies look like: 2 utterances and 1 connect each, every candidate value slower.
-    # The bootstrap CI of a 2-value p95 lies above 0 whenever all candidates beat all baselines (1 in 6
-    # by chance); with one value per side it is a single point. Neither is evidence.
+    # An exact permutation test cannot reach significance here (6 and 2 partitions), and "no significant
+    # change" from 2 samples is no evidence of no regression: inconclusive, never pass.
     base = {"e2e": np.array([900.0, 950.0]), "connect": np.array([100.0])}
     cand = {"e2e": np.array([1100.0, 1200.0]), "connect": np.array([160.0])}
     out = {s.stage: s for s in compare_values(base, cand, resamples=RESAMPLES)}
     for stage in ("e2e", "connect"):
-        assert not out[stage].enough_samples and not out[stage].regression and not out[stage].significant
-        assert stage_call(out[stage]).startswith("too few samples")
+        st = out[stage]
+        assert not st.enough_samples and not st.regression and not st.significant
+        assert st.inconclusive and st.method == "permutation"
+        assert stage_call(st).startswith("inconclusive")
+    assert out["e2e"].p_value == pytest.approx(1 / 6)  # exact: the slowest pair is 1 of C(4, 2) partitions
+    assert out["connect"].p_value == pytest.approx(1 / 2)
     assert out["e2e"].quantiles[1].delta_ms == pytest.approx(250.0 - 2.5)  # the figures are still reported
+    assert not out["stt"].inconclusive  # no sample on either side: nothing to judge, not inconclusive
+    cmp = Comparison("a", "b", 5.0, 20.0, tuple(out.values()), None, None)
+    assert cmp.verdict == "inconclusive" and cmp.inconclusive == ["connect", "e2e"]
+
+
+def _small(rng: np.random.Generator, n: int, scale: float = 1.0) -> np.ndarray:
+    return rng.lognormal(np.log(1100.0), 0.2, n) * scale
+
+
+def test_a_doubled_p95_at_16_vs_31_samples_is_flagged() -> None:
+    # The run that exposed the old rule: 16 vs 31 utterances, e2e p95 nearly doubled, exit 0 with
+    # "too few samples". The permutation test on the p95 difference calls it at this size.
+    flagged = 0
+    for seed in range(20):
+        rng = np.random.default_rng(500 + seed)
+        st = compare_stage("e2e", _small(rng, 16), _small(rng, 31, 1.9), np.random.default_rng(seed))
+        assert st.method == "permutation" and not st.enough_samples
+        flagged += st.regression
+        if st.regression:
+            assert st.p_value < ALPHA and not st.inconclusive and stage_call(st) == "REGRESSION"
+    assert flagged >= 19
+
+
+def test_equal_distributions_at_16_vs_31_are_not_flagged() -> None:
+    alarms, inconclusive = 0, 0
+    for seed in range(40):
+        rng = np.random.default_rng(900 + seed)
+        st = compare_stage("e2e", _small(rng, 16), _small(rng, 31), np.random.default_rng(seed))
+        alarms += st.regression
+        inconclusive += st.inconclusive
+    assert alarms <= 3  # one-sided level 2.5 %: about 1 in 40
+    assert inconclusive >= 37  # and the rest is not a pass: 16 samples cannot rule a regression out
 
 
 def test_twenty_samples_a_side_are_judged() -> None:
@@ -132,3 +168,5 @@ def test_twenty_samples_a_side_are_judged() -> None:
     base = rng.normal(900.0, 20.0, MIN_COMPARE_SAMPLES)
     st = compare_stage("e2e", base, base + 400.0, np.random.default_rng(0), resamples=RESAMPLES)
     assert st.enough_samples and st.regression and stage_call(st) == "REGRESSION"
+    same = compare_stage("e2e", base, rng.normal(900.0, 20.0, 25), np.random.default_rng(0))
+    assert same.enough_samples and not same.regression and not same.inconclusive  # a judged pass
