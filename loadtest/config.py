@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from loadtest.conditions import ImpairmentConfig, NoiseConfig, impairment_from_table, noise_from_table
 from loadtest.errors import UsageError
 from loadtest.ice import AUTO, TurnRelay, validate_ice_addresses, validate_turn_url
 from loadtest.tomlconfig import build, check_sections, read_toml
@@ -32,6 +33,10 @@ class TargetConfig:
     turn_url: str = ""  # turn:host:port?transport=udp
     turn_username: str = ""
     turn_credential: str = field(default="", repr=False)  # never printed, never written to run.json
+    # Host-name overrides, curl's --resolve: "host:ip" each ([target] resolve may be a {host = ip} table).
+    resolve: tuple[str, ...] = ()
+    traefik_api: str = ""  # the target's Traefik API (preflight reads its routes; the run its metrics)
+    traefik_metrics: str = ""  # Traefik's Prometheus endpoint ("" = <traefik_api>/metrics)
 
     def relay(self) -> TurnRelay | None:
         """The TURN server every caller transport relays through, on a relay-only run."""
@@ -50,6 +55,9 @@ class ScenarioConfig:
     target_language: str = "es"
     response_timeout_s: float = 10.0
     connect_timeout_s: float = 15.0
+    # A caller the server drops (gateway or proxy restart) connects again and speaks on (loadtest/
+    # conversation.py); false: it stays down.
+    reconnect: bool = False
     opus_bitrate: int = 32000
 
 
@@ -66,6 +74,8 @@ class RunConfig:
     scenario: ScenarioConfig = field(default_factory=ScenarioConfig)
     stack: StackRef = field(default_factory=StackRef)
     thresholds: tuple[str, ...] = ()
+    impairment: ImpairmentConfig = field(default_factory=ImpairmentConfig)  # [impairment] (conditions.py)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)  # [noise]
 
     def with_overrides(self, **sections: dict[str, Any]) -> RunConfig:
         """Apply non-None overrides per section, e.g. ``scenario={"callers": 4}``."""
@@ -92,6 +102,17 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"'target.ice_addresses': {problem}")
     if t.turn_url and (problem := validate_turn_url(t.turn_url)):
         raise ConfigError(f"'target.turn_url': {problem}")
+    if t.resolve:
+        from loadtest.resolve import ResolveError, parse
+
+        try:
+            parse(t.resolve)
+        except ResolveError as exc:
+            raise ConfigError(f"'target.resolve': {exc}") from None
+    for key in ("traefik_api", "traefik_metrics"):
+        url = getattr(t, key)
+        if url and (urlparse(url).scheme not in ("http", "https") or not urlparse(url).hostname):
+            raise ConfigError(f"'target.{key}' must be an http(s) URL, got {url!r}")
     if t.relay_only and not t.turn_url:
         raise ConfigError("'target.relay_only' needs 'target.turn_url' (the TURN server to relay through)")
     if s.callers < 1:
@@ -102,6 +123,20 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"'scenario.utterance_interval_s' must be > 0, got {s.utterance_interval_s}")
     if s.response_timeout_s <= 0 or s.connect_timeout_s <= 0:
         raise ConfigError("'scenario.response_timeout_s' and 'scenario.connect_timeout_s' must be > 0")
+    if cfg.impairment.enabled:
+        from loadtest.impairments.profiles import ImpairmentError, resolve
+
+        try:
+            resolve(cfg.impairment)
+        except ImpairmentError as exc:
+            raise ConfigError(f"'impairment': {exc}") from None
+
+
+def _resolve_table(target: Any) -> Any:
+    """[target] resolve = {"webrtc.example.test" = "127.0.0.1"} as the field's "host:ip" strings."""
+    if isinstance(target, dict) and isinstance(target.get("resolve"), dict):
+        return {**target, "resolve": [f"{host}:{ip}" for host, ip in target["resolve"].items()]}
+    return target
 
 
 def load_run_config(path: str | Path | None = None) -> RunConfig:
@@ -112,16 +147,18 @@ def load_run_config(path: str | Path | None = None) -> RunConfig:
     file = Path(path)
     doc = read_toml(file, ConfigError, "run config")
     try:
-        check_sections(doc, ("target", "scenario", "stack", "thresholds"), ConfigError)
+        check_sections(doc, ("target", "scenario", "stack", "thresholds", "impairment", "noise"), ConfigError)
         section = doc.get("thresholds", {})
         rules = section.get("rules", []) if isinstance(section, dict) else None
         if rules is None or not all(isinstance(r, str) for r in rules):
             raise ConfigError("'thresholds.rules' must be a list of strings like \"e2e.p95 < 1500\"")
         cfg = RunConfig(
-            target=build(TargetConfig, doc.get("target", {}), "target", ConfigError),
+            target=build(TargetConfig, _resolve_table(doc.get("target", {})), "target", ConfigError),
             scenario=build(ScenarioConfig, doc.get("scenario", {}), "scenario", ConfigError),
             stack=build(StackRef, doc.get("stack", {}), "stack", ConfigError),
             thresholds=tuple(rules),
+            impairment=impairment_from_table(doc.get("impairment", {}), ConfigError),
+            noise=noise_from_table(doc.get("noise", {}), ConfigError),
         )
         validate(cfg)
     except ConfigError as exc:

@@ -48,6 +48,7 @@ class PipelineError:
     utterance_id: str
     stage: str
     error: str
+    producer_id: str | None = None  # the speaker's producer, when the error event names it
 
 
 ResultEvent = Transcription | Translation | TtsStart | PipelineError
@@ -58,6 +59,7 @@ class MalformedEvent(ValueError):
 
 
 MAX_TEXT = 1000  # characters of a server-provided text kept (transcripts are a sentence or two)
+ONSET_SPAN_UNKNOWN_MS = 1000.0  # audio an onset may fall within when the tts event gives no duration
 
 
 def cap_text(value: str, limit: int = MAX_TEXT) -> str:
@@ -116,7 +118,9 @@ class EventParser:
             return TtsStart(uid, None if producer is None else _ident(producer, "tts_producer_id"),
                             None if rtp is None else int(rtp), _number(f.get("duration_ms"), "duration_ms"),
                             self._ts(f.get("server_ts"), "server_ts"))
-        return PipelineError(uid, _text(f["stage"], "stage"), _text(f["error"], "error"))
+        producer = f.get("producer_id")
+        return PipelineError(uid, _text(f["stage"], "stage"), _text(f["error"], "error"),
+                             None if producer is None else _ident(producer, "producer_id"))
 
 
 @dataclass
@@ -150,6 +154,8 @@ class Correlator:
         if isinstance(event, Transcription):
             return self._transcription(event, t)
         tl = self._by_server_id.get(event.utterance_id)
+        if tl is None and isinstance(event, PipelineError):
+            tl = self._failed_before_transcript(event)
         if tl is None:
             self.stats.unmatched += 1
             return False
@@ -186,6 +192,20 @@ class Correlator:
         self._maybe_complete(tl)
         return True
 
+    def _failed_before_transcript(self, event: PipelineError) -> UtteranceTimeline | None:
+        """An error of our producer's utterance that has no transcript yet (STT failed): the oldest
+        started utterance awaiting its transcript, as the transcript itself would have been matched."""
+        if event.producer_id != self.producer_id or event.utterance_id in self._seen_ids:
+            return None
+        started = [tl for tl in self._awaiting_transcript if tl.t_send_start is not None]
+        if not started:
+            return None
+        tl = started[0]
+        self._awaiting_transcript.remove(tl)
+        tl.server_utterance_id = event.utterance_id
+        self._seen_ids.append(event.utterance_id)
+        return tl
+
     def _tts(self, tl: UtteranceTimeline, event: TtsStart, t: float) -> None:
         if tl.t_tts_event is not None:
             return
@@ -211,8 +231,11 @@ class Correlator:
 
     def _find_onset(self, tl: UtteranceTimeline) -> Onset | None:
         if tl.tts_rtp_timestamp is not None:
+            # The first packet of this utterance's audio that arrived: its RTP timestamp is the announced
+            # one, or later within the audio when the first packets were lost on the way (a lossy network).
+            span = max(int((tl.tts_audio_ms or ONSET_SPAN_UNKNOWN_MS) * 48), 960)  # 48 kHz RTP units
             for onset in self._onsets:
-                if onset.rtp_timestamp == tl.tts_rtp_timestamp:
+                if (onset.rtp_timestamp - tl.tts_rtp_timestamp) % 2**32 < span:
                     return onset
             return None
         return self._onsets[0] if self._onsets and tl is self._awaiting_audio[0] else None

@@ -91,6 +91,7 @@ class EncodedClip:
     duration_s: float
     # RFC 6464 audio level of each packet's source frame: -dBov, 0 (loudest) .. 127 (silence).
     levels: tuple[int, ...] = ()
+    snr_db: float | None = None  # noise mixed in at this SNR (loadtest/noise.py); None: the clean clip
 
 
 # --------------------------------------------------------------------------- manifest
@@ -334,7 +335,7 @@ class FixtureLibrary:
         self.manifest = Path(manifest)
         self.bitrate = bitrate
         self._fixtures = {f.id: f for f in load_manifest(self.manifest)}
-        self._clips: dict[str, EncodedClip] = {}
+        self._clips: dict[Any, EncodedClip] = {}
 
     @property
     def ids(self) -> list[str]:
@@ -353,11 +354,19 @@ class FixtureLibrary:
             raise FixtureError(f"unknown fixture(s) {', '.join(map(repr, missing))} in {self.manifest}; "
                                f"known: {', '.join(self._fixtures)}")
 
-    def get(self, fixture_id: str) -> EncodedClip:
-        clip = self._clips.get(fixture_id)
+    def get(self, fixture_id: str, snr_db: float | None = None, noise: str = "pink",
+            noise_seed: int = 0) -> EncodedClip:
+        """The clip encoded once; with ``snr_db``, once per (clip, SNR, noise kind, seed)."""
+        key = fixture_id if snr_db is None else (fixture_id, snr_db, noise, noise_seed)
+        clip = self._clips.get(key)
         if clip is None:
             fixture = self.fixture(fixture_id)
             pcm = load_pcm48k(fixture)
+            if snr_db is not None:
+                from loadtest.noise import mix_at_snr
+
+                pcm = mix_at_snr(pcm, fixture.first_voiced, fixture.last_voiced, snr_db, noise, noise_seed,
+                                 fixture.id)
             packets = tuple(encode_opus(pcm, self.bitrate))
             clip = EncodedClip(
                 fixture_id=fixture.id, packets=packets,
@@ -365,8 +374,9 @@ class FixtureLibrary:
                 last_voiced=min(fixture.last_voiced, len(packets) - 1),
                 duration_s=len(packets) * FRAME_S,
                 levels=audio_levels(pcm)[: len(packets)],
+                snr_db=snr_db,
             )
-            self._clips[fixture_id] = clip
+            self._clips[key] = clip
         return clip
 
     def clips(self) -> list[EncodedClip]:

@@ -26,16 +26,19 @@ from locust.runners import MasterRunner, WorkerRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # locust -f imports this file by path
 
+from loadtest.adverse import add_locust_options, conditions_from_options  # noqa: E402
 from loadtest.credentials import AUTH_TOKEN_ENV, credentials_for  # noqa: E402
 from loadtest.fixtures import DEFAULT_MANIFEST, FixtureLibrary  # noqa: E402
 from loadtest.ice import TURN_CREDENTIAL_ENV, TurnRelay  # noqa: E402
 from loadtest.journal import JournalShard  # noqa: E402
 from loadtest.profile_file import load_profile  # noqa: E402
+from loadtest.redaction import install_log_scrubbing, register, register_url, scrub  # noqa: E402
 from loadtest.rundir import new_run_id  # noqa: E402
 from loadtest.shapes import ShapeSpec, target  # noqa: E402
 from loadtest.swarm import (  # noqa: E402
     DONE_MESSAGE,
     ROWS_MESSAGE,
+    SHIP_INTERVAL_S,
     STOP_MESSAGE,
     Swarm,
     SwarmSettings,
@@ -49,11 +52,17 @@ SWARM: Swarm | None = None
 MASTER_SHARDS: dict[str, JournalShard] = {}
 MASTER_RECEIVED: dict[str, int] = {}
 MASTER_DONE: dict[str, int] = {}  # worker id -> rows it says it shipped
+# Live metrics (--metrics-port): served by the process that journals the run's rows -- a single process,
+# or the master from the rows its workers ship (at least every SHIP_INTERVAL_S); never by a worker.
+EXPORTER: Any = None
 _user_ids = itertools.count()
 
 
 @events.init_command_line_parser.add_listener
 def add_options(parser: Any) -> None:
+    # The web UI (when not --headless) listens on loopback unless --web-host (or LOCUST_WEB_HOST) says
+    # otherwise: it starts and stops load against the target, so it is not for the whole network.
+    parser.set_defaults(web_host="127.0.0.1")
     group = parser.add_argument_group("speechload")
     group.add_argument("--run-dir", default="reports/swarm", help="where raw samples are journaled")
     group.add_argument("--run-id", default="", help="run identifier shared by all processes")
@@ -71,6 +80,8 @@ def add_options(parser: Any) -> None:
                        help="relay all media through --turn-url (password: $SPEECHLOAD_TURN_CREDENTIAL)")
     group.add_argument("--turn-url", default="", help="TURN server for --relay-only, turn:host:port")
     group.add_argument("--turn-username", default="", help="TURN user name")
+    group.add_argument("--reconnect", action="store_true", default=False,
+                       help="a caller the server drops connects again and speaks on")
     group.add_argument("--source-language", default="en")
     group.add_argument("--target-language", default="es")
     group.add_argument("--shape", default="steady", choices=["steady", "step", "spike"])
@@ -79,6 +90,11 @@ def add_options(parser: Any) -> None:
     group.add_argument("--spike-users", type=int, default=0, help="spike shape: users at the peak")
     group.add_argument("--spike-at", type=float, default=20.0, help="spike shape: seconds before the spike")
     group.add_argument("--spike-time", type=float, default=10.0, help="spike shape: seconds of the spike")
+    add_locust_options(group)  # adverse conditions: --impairment, --snr-db, … (loadtest/adverse.py)
+    group.add_argument("--metrics-port", type=int, default=0, help="serve live Prometheus metrics (0: off)")
+    group.add_argument("--metrics-host", default="127.0.0.1", help="address of the metrics endpoint")
+    group.add_argument("--metrics-linger", type=float, default=15.0, help="wait for a last scrape (s)")
+    group.add_argument("--scenario", default="default", help="the metrics' scenario label")
 
 
 def _relay(opts: Any) -> TurnRelay | None:
@@ -90,6 +106,11 @@ def _relay(opts: Any) -> TurnRelay | None:
     return TurnRelay(opts.turn_url, opts.turn_username, os.environ.get(TURN_CREDENTIAL_ENV, ""))
 
 
+def _conditions(opts: Any) -> dict[str, Any]:
+    impairment, noise = conditions_from_options(opts)
+    return {"impairment": impairment, "noise": noise}
+
+
 def _settings(environment: Any) -> SwarmSettings:
     opts = environment.parsed_options
     if not environment.host:
@@ -99,17 +120,47 @@ def _settings(environment: Any) -> SwarmSettings:
     library.require(fixture_ids)
     tls: ssl.SSLContext | bool = ssl_context(Target(environment.host, opts.ca_cert, opts.insecure))
     profile = load_profile(opts.signaling_profile)
+    token = os.environ.get(AUTH_TOKEN_ENV, "")
+    credentials = credentials_for(profile, token)
+    # Nothing this process writes or logs (journal, locust CSVs, stderr) shows a secret of the run.
+    register(token, os.environ.get(TURN_CREDENTIAL_ENV, ""), *credentials.secrets())
+    register_url(environment.host)
+    install_log_scrubbing()
     options = ClientOptions(
         url=environment.host, profile=profile, ssl_context=tls,
         connect_timeout_s=opts.connect_timeout, request_timeout_s=opts.connect_timeout,
         response_timeout_s=opts.response_timeout, source_language=opts.source_language,
         target_language=opts.target_language, relay=_relay(opts),
-        credentials=credentials_for(profile, os.environ.get(AUTH_TOKEN_ENV, "")))
+        credentials=credentials)
     return SwarmSettings(
         options=options, library=library, fixture_ids=fixture_ids, interval_s=opts.interval,
         run_dir=Path(opts.run_dir), run_id=opts.run_id or new_run_id(),
         ice_addresses=[a for a in opts.ice_address.split(",") if a],
-        ship_to_master=isinstance(environment.runner, WorkerRunner))
+        ship_to_master=isinstance(environment.runner, WorkerRunner), reconnect=opts.reconnect,
+        **_conditions(opts))
+
+
+def _serve_metrics(environment: Any) -> Any:
+    """The exporter of this process, when --metrics-port is given and this process is not a worker."""
+    global EXPORTER
+    opts = environment.parsed_options
+    if not opts.metrics_port or isinstance(environment.runner, WorkerRunner):
+        return None
+    from loadtest.metrics import MetricsOptions, serve
+
+    options = MetricsOptions(opts.metrics_port, opts.metrics_host, opts.scenario, opts.metrics_linger)
+    EXPORTER = serve(opts.run_id or new_run_id(), options)
+    log.warning("metrics: %s", EXPORTER.url)
+    return EXPORTER.metrics
+
+
+def _ship_periodically(swarm: Swarm) -> None:
+    """Worker: ship rows at least every second even when no new row arrives (the master's live view)."""
+    import gevent
+
+    while True:  # ends with the process (killed at quit)
+        gevent.sleep(SHIP_INTERVAL_S)
+        swarm.flush_to_master()
 
 
 @events.init.add_listener
@@ -118,9 +169,12 @@ def on_init(environment: Any, **_kwargs: Any) -> None:
     of one process could each start a loop)."""
     global SWARM
     runner = environment.runner
+    metrics = _serve_metrics(environment) if runner is not None else None
     if isinstance(runner, MasterRunner):
         runner.register_message(ROWS_MESSAGE, _on_rows)
         runner.register_message(DONE_MESSAGE, _on_done)
+        if metrics is not None:
+            metrics.track_active(lambda: runner.user_count)
         return
     if runner is None:
         return
@@ -129,11 +183,21 @@ def on_init(environment: Any, **_kwargs: Any) -> None:
     def ship(batch: list[dict[str, Any]]) -> None:
         runner.send_message(ROWS_MESSAGE, batch)
 
-    SWARM = Swarm(_settings(environment), lambda row: fire_stage_events(fire, row),
-                  ship if isinstance(runner, WorkerRunner) else None)
+    def finished(row: Any) -> None:
+        fire_stage_events(fire, row)
+        if metrics is not None:
+            metrics.observe(row)
+
+    SWARM = Swarm(_settings(environment), finished, ship if isinstance(runner, WorkerRunner) else None)
     SWARM.start()
+    if metrics is not None:
+        swarm = SWARM
+        metrics.track_active(lambda: swarm.active.current)
     if isinstance(runner, WorkerRunner):
         runner.register_message(STOP_MESSAGE, _on_stop_request)
+        import gevent
+
+        gevent.spawn(_ship_periodically, SWARM)
 
 
 def _on_stop_request(environment: Any, msg: Any, **_kwargs: Any) -> None:
@@ -151,6 +215,8 @@ def _on_rows(environment: Any, msg: Any, **_kwargs: Any) -> None:
         shard = MASTER_SHARDS[msg.node_id] = JournalShard(run_dir, f"worker-{msg.node_id}")
     for record in msg.data:
         shard.append_record(record)
+        if EXPORTER is not None:
+            EXPORTER.metrics.observe(record)
     MASTER_RECEIVED[msg.node_id] = MASTER_RECEIVED.get(msg.node_id, 0) + len(msg.data)
 
 
@@ -193,14 +259,21 @@ def on_test_stop(environment: Any, **_kwargs: Any) -> None:
             arrived = MASTER_RECEIVED.get(node, 0)
             if arrived != shipped:
                 log.error("worker %s shipped %d rows, %d arrived", node, shipped, arrived)
+    if EXPORTER is not None and not EXPORTER.final_scrape():
+        log.warning("metrics: no scrape within %.0f s after the last utterance", EXPORTER.options.linger_s)
 
 
 @events.quitting.add_listener
 def on_quitting(environment: Any, **_kwargs: Any) -> None:
     if SWARM is not None:
+        # SIGTERM/SIGINT reach here before the runner stops its users: finish what is in flight first
+        # (after a normal end test_stop has drained already, and this returns at once).
+        SWARM.drain(timeout_s=environment.parsed_options.response_timeout + 10.0)
         SWARM.close()
     for shard in MASTER_SHARDS.values():
         shard.close()
+    if EXPORTER is not None:
+        EXPORTER.close()
 
 
 class PipelineUser(User):
@@ -211,11 +284,13 @@ class PipelineUser(User):
         self.index = next(_user_ids)
         opts = self.environment.parsed_options
         fire = self.environment.events.request.fire
+        if SWARM.stopping:
+            raise StopUser()  # the run is stopping: no new conversation
         try:
             connect_ms = SWARM.connect(self.index, opts.connect_timeout + 5)
         except Exception as exc:  # noqa: BLE001 — every failure to connect is a failed connect row
             fire(request_type="pipeline", name="connect", response_time=0.0, response_length=0,
-                 exception=exc, context={})
+                 exception=RuntimeError(scrub(str(exc) or type(exc).__name__)), context={})
             raise StopUser() from None
         fire(request_type="pipeline", name="connect", response_time=connect_ms, response_length=0,
              exception=None, context={})

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from loadtest.fixtures import FixtureLibrary
 from loadtest.quality import score
+from loadtest.redaction import scrub_tree
 from loadtest.timeline import RowContext, SampleRow, UtteranceTimeline, to_row
 
 if TYPE_CHECKING:
@@ -54,5 +55,8 @@ class RowMaker:
             wer=quality.wer, chrf=quality.chrf, jitter_ms=client.stats["jitter_ms"],
             packets_lost=client.stats["packets_lost"], rtt_ms=client.stats["rtt_ms"],
             active_users=self.active.at(tl.t_planned), speaker_node=client.result.speaker_node,
-            listener_node=client.result.listener_node)
-        return to_row(tl, ctx)
+            listener_node=client.result.listener_node, reconnects=client.result.reconnects,
+            network=client.network.columns(client.stats) if client.network is not None else {})
+        # Error texts may quote a URL or the server's words: no secret of the run reaches the journal.
+        row: SampleRow = scrub_tree(to_row(tl, ctx))
+        return row

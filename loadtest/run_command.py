@@ -16,15 +16,21 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from loadtest.config import RunConfig, load_run_config
+from loadtest.config import ConfigError, RunConfig, load_run_config
+from loadtest.credentials import AUTH_TOKEN_ENV
 from loadtest.errors import RunError, RunFailed
 from loadtest.ice import TURN_CREDENTIAL_ENV, parse_ice_flag
-from loadtest.rundir import prepare_run_dir, write_failure
-from loadtest.target import Target
+from loadtest.proxywatch import watch_proxy
+from loadtest.redaction import install_log_scrubbing, redact_url, register, register_url
+from loadtest.rundir import prepare_run_dir, update_run_json, write_failure
+from loadtest.stopping import StopRequest
+from loadtest.target import Target, given_target, stack_target
 
 if TYPE_CHECKING:
     from loadtest.fixtures import FixtureLibrary
     from loadtest.locust_run import SwarmOptions
+    from loadtest.metrics import MetricsOptions
+    from sut.config import StackConfig
 
 
 def add_run_command(sub: argparse._SubParsersAction) -> None:
@@ -35,11 +41,15 @@ def add_run_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ca-cert", help="PEM bundle that signs the target's certificate")
     p.add_argument("--insecure", action="store_true", default=None,
                    help="do not verify the target's certificate (recorded in the report)")
+    p.add_argument("--auth-token", help=f"static token for every caller (better: ${AUTH_TOKEN_ENV}); never "
+                                        "written to the run directory")
     p.add_argument("--profile", help="signaling profile name or TOML path (default: reference)")
     p.add_argument("--callers", type=int, help="concurrent conversations (speaker + listener each)")
     p.add_argument("--duration", type=float, help="seconds each caller speaks")
     p.add_argument("--interval", type=float, help="planned seconds between utterance starts")
     p.add_argument("--response-timeout", type=float, help="seconds an utterance may wait for its result")
+    p.add_argument("--reconnect", action="store_true", default=None,
+                   help="a caller the server drops connects again and speaks on (scenario.reconnect)")
     p.add_argument("--fixtures", help="fixture manifest (default: fixtures/audio/manifest.json)")
     p.add_argument("--stack-config", help="reference stack config name or TOML (without --target)")
     p.add_argument("--port-offset", type=int, help="shift the reference stack's ports")
@@ -55,6 +65,29 @@ def add_run_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--turn-username", help="TURN user name")
     p.add_argument("--turn-credential", help=f"TURN password (better: ${TURN_CREDENTIAL_ENV}); never written "
                                              "to the run directory")
+    p.add_argument("--resolve", action="append", metavar="HOST:IP",
+                   help="connect to IP whenever a URL names HOST, as curl's --resolve (repeatable): a proxy "
+                        "that routes by host name, reached on another address")
+    p.add_argument("--traefik-api", help="the target's Traefik API, e.g. http://127.0.0.1:8080: preflight "
+                                         "audits its routers, the run records its metrics")
+    p.add_argument("--traefik-metrics", help="Traefik's Prometheus endpoint (default <traefik-api>/metrics)")
+    p.add_argument("--junit", metavar="FILE", help="also write JUnit XML: a test case per threshold")
+    p.add_argument("--no-report", dest="report", action="store_false", help=argparse.SUPPRESS)  # nightly's
+    live = p.add_argument_group("live metrics (Prometheus; docs/observability.md)")
+    live.add_argument("--metrics-port", type=int, help="serve speechload_* series on this port while running")
+    live.add_argument("--metrics-host", default="127.0.0.1", help="listen address (default: %(default)s)")
+    live.add_argument("--metrics-linger", type=float, default=15.0,
+                      help="after the last utterance, wait up to this many seconds for a final scrape")
+    live.add_argument("--scenario", help="the metrics' scenario label (default: the --config file's name)")
+    adverse = p.add_argument_group("adverse conditions (docs/impairment.md)")
+    adverse.add_argument("--impairment", help="network impairment profile for every caller (wifi-good, "
+                                              "4g-busy, lossy-5, satellite, …), or callers split across "
+                                              "profiles: lossy-5:1,none:1")
+    adverse.add_argument("--impairment-file", help="TOML file of more impairment profiles")
+    adverse.add_argument("--impairment-seed", type=int, help="seed of the impairment models (default 0)")
+    adverse.add_argument("--snr-db", help="mix noise into the speech at these SNRs, callers split across "
+                                          "them (caller i takes the i-th mod n): 20,10,5 (\"clean\": none)")
+    adverse.add_argument("--noise", choices=["pink", "babble"], help="noise kind (default pink)")
     swarm = p.add_argument_group("swarm (locust engine)")
     swarm.add_argument("--spawn-rate", type=float, default=1.0, help="callers started per second")
     swarm.add_argument("--shape", choices=["steady", "step", "spike"], default="steady")
@@ -73,39 +106,85 @@ def add_run_command(sub: argparse._SubParsersAction) -> None:
 
 def build_config(args: argparse.Namespace) -> RunConfig:
     cfg = load_run_config(args.config)
-    return cfg.with_overrides(
+    return with_conditions(cfg, args).with_overrides(
         target={"url": args.target, "ca_cert": args.ca_cert, "insecure": args.insecure,
                 "profile": args.profile, "ice_addresses": parse_ice_flag(args.ice_address),
                 "relay_only": args.relay_only, "turn_url": args.turn_url, "turn_username": args.turn_username,
-                "turn_credential": args.turn_credential or os.environ.get(TURN_CREDENTIAL_ENV)},
+                "turn_credential": args.turn_credential or os.environ.get(TURN_CREDENTIAL_ENV),
+                "auth_token": getattr(args, "auth_token", None) or os.environ.get(AUTH_TOKEN_ENV),
+                "resolve": tuple(getattr(args, "resolve", None) or ()) or None,
+                "traefik_api": getattr(args, "traefik_api", None),
+                "traefik_metrics": getattr(args, "traefik_metrics", None)},
         scenario={"callers": args.callers, "duration_s": args.duration, "utterance_interval_s": args.interval,
-                  "response_timeout_s": args.response_timeout, "fixtures": args.fixtures},
+                  "response_timeout_s": args.response_timeout, "fixtures": args.fixtures,
+                  "reconnect": getattr(args, "reconnect", None)},
         stack={"config": args.stack_config, "port_offset": args.port_offset},
     )
 
 
-@contextlib.contextmanager
-def resolved_target(cfg: RunConfig) -> Iterator[Target]:
-    """The configured target, or the embedded reference stack started for this run and stopped after."""
+def with_conditions(cfg: RunConfig, args: argparse.Namespace) -> RunConfig:
+    """The adverse-condition flags over the config's [impairment] and [noise] (validated by the caller)."""
+    from loadtest.conditions import parse_impairment_spec, parse_snr_list
+    from loadtest.config import ConfigError
+
+    imp, noise = cfg.impairment, cfg.noise
+    try:
+        if getattr(args, "impairment", None):
+            imp = replace(imp, groups=parse_impairment_spec(args.impairment))
+    except ValueError as exc:
+        raise ConfigError(f"--impairment: {exc}") from None
+    try:
+        if getattr(args, "snr_db", None):
+            noise = replace(noise, snr_db=parse_snr_list(args.snr_db))
+    except ValueError as exc:
+        raise ConfigError(f"--snr-db: {exc}") from None
+    if getattr(args, "impairment_file", None):
+        imp = replace(imp, file=args.impairment_file)
+    if getattr(args, "impairment_seed", None) is not None:
+        imp = replace(imp, seed=args.impairment_seed)
+    if getattr(args, "noise", None):
+        noise = replace(noise, kind=args.noise)
+    return replace(cfg, impairment=imp, noise=noise)
+
+
+def embedded_stack_config(cfg: RunConfig) -> StackConfig | None:
+    """The reference stack's config when the run starts one (no target URL); a missing or bad file is a
+    usage error (exit 4), found before anything starts."""
     if cfg.target.url:
-        yield Target(cfg.target.url, cfg.target.ca_cert, cfg.target.insecure)
-        return
+        return None
     from sut.config import StackConfigError, load_stack_config
-    from sut.stack import ReferenceStack, StackError
 
     try:
-        stack_cfg = load_stack_config(cfg.stack.config).with_port_offset(cfg.stack.port_offset)
+        return load_stack_config(cfg.stack.config).with_port_offset(cfg.stack.port_offset)
     except StackConfigError as exc:
-        raise RunFailed(str(exc)) from None
-    stack = ReferenceStack(stack_cfg, Path(cfg.stack.state_dir))
+        raise ConfigError(f"--stack-config: {exc}") from None
+
+
+@contextlib.contextmanager
+def resolved_target(cfg: RunConfig, stack_cfg: StackConfig | None = None) -> Iterator[Target]:
+    """The configured target, or the embedded reference stack started for this run and stopped after.
+
+    The embedded stack is owned by this process: its processes die with it, even by kill -9, and the
+    next run reclaims whatever of it survived (sut/stack.py)."""
+    if cfg.target.url:
+        yield given_target(cfg.target)  # with its --resolve overrides installed
+        return
+    from sut.stack import ReferenceStack, StackError
+
+    stack_cfg = stack_cfg or embedded_stack_config(cfg)
+    assert stack_cfg is not None
+    stack = ReferenceStack(stack_cfg, Path(cfg.stack.state_dir), owned=True)
     print(f"starting the reference stack ({stack_cfg.name}) …", file=sys.stderr, flush=True)
     try:
         info = stack.start()
     except StackError as exc:
         stack.stop()
         raise RunFailed(f"reference stack failed to start: {exc}") from None
+    if stack.reclaimed:
+        print(f"reclaimed an embedded stack whose run had died: stopped {', '.join(stack.reclaimed)}",
+              file=sys.stderr, flush=True)
     try:
-        yield Target(info.target_url, str(info.ca_cert), False)
+        yield stack_target(info)  # Traefik's host names resolved to the stack's address
     finally:
         print("stopping the reference stack …", file=sys.stderr, flush=True)
         stack.stop()
@@ -119,6 +198,16 @@ def swarm_options(args: argparse.Namespace) -> SwarmOptions:
         spike_users=args.spike_users, spike_at_s=args.spike_at, spike_time_s=args.spike_time,
         processes=args.processes, master=args.master, expect_workers=args.expect_workers,
         worker=args.worker, master_host=args.master_host)
+
+
+def metrics_options(args: argparse.Namespace) -> MetricsOptions | None:
+    """--metrics-port and friends; imports prometheus-client only when the flag is given."""
+    if args.metrics_port is None:
+        return None
+    from loadtest.metrics import MetricsOptions
+
+    scenario = args.scenario or (Path(args.config).stem if args.config else "default")
+    return MetricsOptions(args.metrics_port, args.metrics_host, scenario, args.metrics_linger)
 
 
 def warn_about_plan(cfg: RunConfig, library: FixtureLibrary) -> None:
@@ -169,7 +258,8 @@ def audit(cfg: RunConfig, target: Target, run_dir: Path) -> None:
     report = preflight_before_run(
         target.url, target.ca_cert, target.insecure, cfg.target.profile,
         state_dir=None if cfg.target.url else Path(cfg.stack.state_dir), out_dir=run_dir,
-        ice_addresses=cfg.target.ice_addresses, auth_token=cfg.target.auth_token, **_turn_override(cfg))
+        ice_addresses=cfg.target.ice_addresses, auth_token=cfg.target.auth_token, **_turn_override(cfg),
+        **target.preflight_fields())
     if report.exit_code() != 0:
         failed = "; ".join(f"{c.key}: {c.evidence}" for c in report.failed)
         raise RunFailed(f"preflight failed (use --skip-preflight to run anyway): {failed}")
@@ -182,7 +272,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = build_config(args)
     profile = load_profile(cfg.target.profile)
-    credentials_for(profile, cfg.target.auth_token)  # a missing secret or token file: a usage error now
+    # A missing secret or token file: a usage error now. Every secret is masked in what the run writes.
+    register(cfg.target.auth_token, cfg.target.turn_credential,
+             *credentials_for(profile, cfg.target.auth_token).secrets())
+    register_url(cfg.target.url)
+    register_url(cfg.target.turn_url)
+    install_log_scrubbing()
+    stack_cfg = embedded_stack_config(cfg)
     if profile.mode == "sfu" and not cfg.thresholds:
         from loadtest.report.thresholds import SFU_BUDGET
 
@@ -192,27 +288,43 @@ def cmd_run(args: argparse.Namespace) -> int:
     warn_about_plan(cfg, library)
     run_dir = prepare_run_dir(Path(args.out))
     swarm = swarm_options(args)
-    try:
-        with resolved_target(cfg) as target:
-            s = cfg.scenario
-            print(f"target {target.url}: {s.callers} caller(s) for {s.duration_s:.0f} s ({args.engine})",
-                  file=sys.stderr, flush=True)
-            probe_target(cfg, target)
-            if not args.skip_preflight and not swarm.worker:
-                audit(cfg, target, run_dir)
-            if args.engine == "direct":
-                from loadtest.runner import execute_run
+    metrics = metrics_options(args)
+    stop = StopRequest()
+    with stop.installed():
+        try:
+            with resolved_target(cfg, stack_cfg) as target:
+                s = cfg.scenario
+                print(f"target {redact_url(target.url)}: {s.callers} caller(s) for {s.duration_s:.0f} s "
+                      f"({args.engine})", file=sys.stderr, flush=True)
+                if target.insecure:
+                    print("warning: --insecure: the target's TLS certificate is NOT verified (stamped on "
+                          "run.json, preflight and the report)", file=sys.stderr, flush=True)
+                probe_target(cfg, target)
+                if not args.skip_preflight and not swarm.worker:
+                    audit(cfg, target, run_dir)
+                # Traefik's own counters before and after (when its metrics endpoint is known).
+                watched = "" if swarm.worker else target.proxy_metrics_url
+                with stop.engine_running(), watch_proxy(watched, run_dir, target.ca_cert):
+                    if args.engine == "direct":
+                        from loadtest.runner import execute_run
 
-                execute_run(cfg, target, run_dir, library)
-            else:
-                from loadtest.locust_run import execute_swarm
+                        execute_run(cfg, target, run_dir, library, metrics, stop=stop)
+                    else:
+                        from loadtest.locust_run import execute_swarm
 
-                execute_swarm(cfg, target, run_dir, swarm)
-    except RunError as exc:
-        write_failure(run_dir, str(exc))
-        raise
-    if swarm.worker:
-        return 0
-    from loadtest.report.build import report_run
+                        execute_swarm(cfg, target, run_dir, swarm, metrics, stop=stop)
+        except RunError as exc:
+            write_failure(run_dir, str(exc))
+            if args.junit:  # CI reads the failed run as an <error> case
+                from loadtest.report.junit import write_junit
 
-    return report_run(run_dir, cfg)
+                write_junit(Path(args.junit), error=str(exc), name=str(run_dir))
+            raise
+        if stop.requested:
+            update_run_json(run_dir, {"stopped_by": stop.signal_name})
+        if swarm.worker or not args.report:
+            return 0
+        from loadtest.report.build import report_run
+
+        return report_run(run_dir, cfg, partial=stop.requested,
+                          junit=Path(args.junit) if args.junit else None)

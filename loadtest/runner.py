@@ -12,16 +12,21 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from loadtest.adverse import clip_for, network_plan, pre_encode, stamp
 from loadtest.config import RunConfig
+from loadtest.conversation import converse, resume
 from loadtest.credentials import credentials_for
 from loadtest.errors import RunFailed
 from loadtest.fixtures import FixtureLibrary, silence_packet
 from loadtest.ice import choose_ice
 from loadtest.journal import JournalShard, merge_to_parquet, worker_name
 from loadtest.profile_file import load_profile
+from loadtest.redaction import redact_url, scrub
 from loadtest.rows import ActiveUsers, RowMaker
 from loadtest.rundir import new_run_id, write_run_json
+from loadtest.selfwatch import append_sample
 from loadtest.signaling import SignalingError
 from loadtest.target import Target, ssl_context
 from loadtest.timeline import UtteranceTimeline, outcome
@@ -30,6 +35,10 @@ from loadtest.webrtc_client import (
     PipelineClient,
     ScheduledUtterance,
 )
+
+if TYPE_CHECKING:
+    from loadtest.metrics import LiveMetrics, MetricsOptions
+    from loadtest.stopping import StopRequest
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +73,10 @@ class Run:
         self._shard = JournalShard(run_dir)
         self.rows = RowMaker(self.run_id, self.worker, library, self.active)
         self.ice = choose_ice(cfg.target.ice_addresses, target.url)
+        self.networks = network_plan(cfg.impairment)  # each caller's impaired network, if any
+        self.metrics: LiveMetrics | None = None  # live Prometheus series (--metrics-port)
+        self.stop_request: StopRequest | None = None  # SIGINT/SIGTERM: no new utterance starts
+        self._stop: asyncio.Event | None = None
 
     def options(self) -> ClientOptions:
         t, s = self.cfg.target, self.cfg.scenario
@@ -82,7 +95,7 @@ class Run:
         k = 0
         while k * s.utterance_interval_s < s.duration_s:
             fixture_id = ids[(caller + k) % len(ids)]
-            clip = self.library.get(fixture_id)
+            clip = clip_for(self.library, fixture_id, self.cfg.noise, caller)
             plan.append(ScheduledUtterance(fixture_id, clip, k * s.utterance_interval_s))
             k += 1
         return plan
@@ -90,6 +103,8 @@ class Run:
     def record(self, tl: UtteranceTimeline, client: PipelineClient, user: int) -> None:
         row = self.rows(tl, client, user)
         self._shard.append(row)
+        if self.metrics is not None:
+            self.metrics.observe(row)
         self.tally.stage = "sfu" if tl.mode == "sfu" else "e2e"
         self._count(tl, row.sfu_ms if tl.mode == "sfu" else row.e2e_ms)
 
@@ -101,33 +116,40 @@ class Run:
             self.tally.e2e_ms.append(e2e_ms)
 
     async def conversation(self, user: int, options: ClientOptions, silence: bytes) -> None:
-        client = PipelineClient(options, silence, lambda tl, c: self.record(tl, c, user),
-                                conversation=f"{self.run_id}-u{user}")
+        assert self._stop is not None
+        if self._stop.is_set():
+            return  # stopped before this caller connected: it never starts
+
+        def new_client(attempt: int) -> PipelineClient:
+            name = f"{self.run_id}-u{user}" + (f"-r{attempt}" if attempt else "")
+            return PipelineClient(options, silence, lambda tl, c: self.record(tl, c, user), conversation=name,
+                                  network=self.networks.watch_for(user) if self.networks else None)
+
+        client = new_client(0)
         try:
             await client.connect()
         except (SignalingError, OSError, TimeoutError) as exc:
             # A bare TimeoutError (ICE/DTLS never completed, e.g. no relay allocation) has no message.
-            self.connect_errors.append(str(exc) or f"connect gave up after "
+            self.connect_errors.append(scrub(str(exc)) or f"connect gave up after "
                                        f"{options.connect_timeout_s:.0f} s ({type(exc).__name__})")
             await client.close()
             return
-        self.active.change(time.monotonic(), +1)
-        stats_task = asyncio.create_task(client.sample_stats())
-        try:
-            await client.speak(self.plan(user))
-        finally:
-            stats_task.cancel()
-            self.active.change(time.monotonic(), -1)
-            await client.close()
+        await converse(client, lambda elapsed: resume(self.plan(user), elapsed), self._stop, self.active,
+                       new_client if self.cfg.scenario.reconnect else None)
 
     async def _progress(self, started: float) -> None:
         while True:
             await asyncio.sleep(5.0)  # reporting period
             line = self.tally.line(time.monotonic() - started, self.active.current)
             print(line, file=sys.stderr, flush=True)
+            append_sample(self.run_dir, time.monotonic() - started, self.active.current)  # long-run leaks
 
     async def execute(self) -> None:
         options = self.options()
+        self._stop = asyncio.Event()
+        if self.stop_request is not None:
+            loop, stop = asyncio.get_running_loop(), self._stop
+            self.stop_request.on_stop(lambda: loop.call_soon_threadsafe(stop.set))
         self.ice.apply()
         silence = silence_packet()
         started = time.monotonic()
@@ -142,18 +164,38 @@ class Run:
             print(self.tally.line(time.monotonic() - started, 0), file=sys.stderr, flush=True)
 
 
-def execute_run(cfg: RunConfig, target: Target, run_dir: Path, library: FixtureLibrary) -> Run:
-    """Drive the conversations and merge their journal; raises RunFailed when nothing was measured."""
+def execute_run(cfg: RunConfig, target: Target, run_dir: Path, library: FixtureLibrary,
+                metrics: MetricsOptions | None = None, stop: StopRequest | None = None) -> Run:
+    """Drive the conversations and merge their journal; raises RunFailed when nothing was measured.
+
+    metrics: serve live Prometheus series while the run lasts, and wait (bounded) for a last scrape.
+    stop: a graceful stop (SIGINT/SIGTERM) ends every plan early; utterances in flight still finish."""
     run = Run(cfg, target, run_dir, library)
+    run.stop_request = stop
+    exporter = None
+    if metrics is not None:
+        from loadtest.metrics import serve
+
+        exporter = serve(run.run_id, metrics)
+        run.metrics = exporter.metrics
+        run.metrics.track_active(lambda: run.active.current)
+        print(f"metrics: {exporter.url}", file=sys.stderr, flush=True)
     # Encode every clip before the clock starts: encoding on the media loop would stall every caller.
-    for fixture_id in cfg.scenario.fixture_ids or library.ids:
-        library.get(fixture_id)
+    pre_encode(library, cfg.scenario.fixture_ids or library.ids, cfg.noise)
     print(run.ice.describe(), file=sys.stderr, flush=True)
     write_run_json(run_dir, {
-        "run_id": run.run_id, "engine": "direct", "target": target.url, "insecure_tls": target.insecure,
+        "run_id": run.run_id, "engine": "direct", "target": redact_url(target.url),
+        "insecure_tls": target.insecure,
         "callers": cfg.scenario.callers, "duration_s": cfg.scenario.duration_s, "started_unix": time.time(),
-        **run.ice.stamp(), "relay_only": cfg.target.relay_only})
-    asyncio.run(run.execute())
+        **run.ice.stamp(), "relay_only": cfg.target.relay_only, **stamp(cfg.impairment, cfg.noise)})
+    try:
+        asyncio.run(run.execute())
+        if exporter is not None and not exporter.final_scrape():
+            print(f"metrics: no scrape within {exporter.options.linger_s:g} s after the last utterance",
+                  file=sys.stderr)
+    finally:
+        if exporter is not None:
+            exporter.close()
     merged = merge_to_parquet(run_dir)
     if run.connect_errors and not merged.rows:
         raise RunFailed(run.connect_errors[0])

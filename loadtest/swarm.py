@@ -19,7 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loadtest.adverse import clip_for, network_plan, pre_encode
 from loadtest.bridge import MediaLoop, wait_in_greenlet
+from loadtest.conditions import ImpairmentConfig, NoiseConfig
+from loadtest.conversation import converse, resume
 from loadtest.fixtures import FixtureLibrary, silence_packet
 from loadtest.ice import choose_ice
 from loadtest.journal import JournalShard, worker_name
@@ -36,15 +39,18 @@ ROWS_MESSAGE = "speechload_rows"
 DONE_MESSAGE = "speechload_done"
 STOP_MESSAGE = "speechload_stop"
 SHIP_BATCH = 200
+SHIP_INTERVAL_S = 1.0  # ship at least this often, so the master's live metrics lag by about a second
 STAGES = ("stt", "translation", "tts", "e2e")
 
 
 def endless_plan(library: FixtureLibrary, fixture_ids: list[str], caller: int,
-                 interval_s: float) -> Iterator[ScheduledUtterance]:
-    """Utterance k at k·interval, fixtures in turn (each caller starts at a different one)."""
+                 interval_s: float, noise: NoiseConfig | None = None) -> Iterator[ScheduledUtterance]:
+    """Utterance k at k·interval, fixtures in turn (each caller starts at a different one), at the
+    caller's SNR when the run mixes noise in."""
+    noise = noise or NoiseConfig()
     for k in itertools.count():
         fixture_id = fixture_ids[(caller + k) % len(fixture_ids)]
-        yield ScheduledUtterance(fixture_id, library.get(fixture_id), k * interval_s)
+        yield ScheduledUtterance(fixture_id, clip_for(library, fixture_id, noise, caller), k * interval_s)
 
 
 @dataclass
@@ -57,12 +63,16 @@ class SwarmSettings:
     run_id: str
     ice_addresses: list[str]  # ["auto"] or local IPs: each process resolves them for its own host
     ship_to_master: bool
+    impairment: ImpairmentConfig = ImpairmentConfig()  # adverse conditions (docs/impairment.md)
+    noise: NoiseConfig = NoiseConfig()
+    reconnect: bool = False  # a dropped caller connects again (loadtest/conversation.py)
 
 
 class Swarm:
     def __init__(self, settings: SwarmSettings, fire: Callable[[SampleRow], None],
                  ship: Callable[[list[dict[str, Any]]], None] | None) -> None:
         self.settings = settings
+        self.networks = network_plan(settings.impairment, scope=worker_name())  # each caller's network
         self.media = MediaLoop()
         self.active = ActiveUsers()
         self.worker = worker_name()
@@ -78,14 +88,15 @@ class Swarm:
         self._watcher: Any = None
         self.sent = 0
         self.shipped = 0
+        self.stopping = False  # drain() began: no new conversation connects
+        self._shipped_at = time.monotonic()
 
     # ---- lifecycle (gevent side) ---------------------------------------------------------------
 
     def start(self) -> None:
         import gevent
 
-        for fixture_id in self.settings.fixture_ids:
-            self.settings.library.get(fixture_id)  # encode before any clock starts
+        pre_encode(self.settings.library, self.settings.fixture_ids, self.settings.noise)  # before any clock
         self.media.start()
         self.media.submit(self._configure()).result(timeout=10)
         self._watcher = gevent.get_hub().loop.async_()
@@ -113,6 +124,7 @@ class Swarm:
     def drain(self, timeout_s: float) -> None:
         """Stop every conversation and wait (bounded) until each utterance has its final status."""
         deadline = time.monotonic() + timeout_s
+        self.stopping = True
         for user in list(self._running):
             self.stop_conversation(user)
         for user, (_client, _stop, future) in list(self._running.items()):
@@ -134,32 +146,33 @@ class Swarm:
     # ---- media-loop side -----------------------------------------------------------------------
 
     async def _connect(self, user: int) -> float:
-        client = PipelineClient(self.settings.options, self._silence,
-                                lambda tl, c: self._record(tl, c, user),
-                                conversation=f"{self.settings.run_id}-{self.worker}-u{user}")
+        if self.stopping:
+            raise RuntimeError("the run is stopping")
+
+        def new_client(attempt: int) -> PipelineClient:
+            name = f"{self.settings.run_id}-{self.worker}-u{user}" + (f"-r{attempt}" if attempt else "")
+            return PipelineClient(self.settings.options, self._silence,
+                                  lambda tl, c: self._record(tl, c, user), conversation=name,
+                                  network=self.networks.watch_for(user) if self.networks else None)
+
+        client = new_client(0)
         try:
             await client.connect()
         except BaseException:
             await client.close()
             raise
         stop = asyncio.Event()
-        plan = endless_plan(self.settings.library, self.settings.fixture_ids, user, self.settings.interval_s)
-        task = asyncio.ensure_future(self._converse(client, plan, stop))
+        s = self.settings
+
+        def plan(elapsed_s: float) -> Iterator[ScheduledUtterance]:
+            return resume(endless_plan(s.library, s.fixture_ids, user, s.interval_s, s.noise), elapsed_s)
+
+        task = asyncio.ensure_future(converse(client, plan, stop, self.active,
+                                              new_client if s.reconnect else None))
         future = asyncio.run_coroutine_threadsafe(_await(task), asyncio.get_running_loop())
         self._running[user] = (client, stop, future)
         assert client.result.connect_ms is not None
         return client.result.connect_ms
-
-    async def _converse(self, client: PipelineClient, plan: Iterator[ScheduledUtterance],
-                        stop: asyncio.Event) -> None:
-        self.active.change(time.monotonic(), +1)
-        stats = asyncio.ensure_future(client.sample_stats())
-        try:
-            await client.speak(plan, stop)
-        finally:
-            stats.cancel()
-            self.active.change(time.monotonic(), -1)
-            await client.close()
 
     def _record(self, tl: UtteranceTimeline, client: PipelineClient, user: int) -> None:
         row = self.rows(tl, client, user)
@@ -177,11 +190,12 @@ class Swarm:
             self._fire(row)
             if self._ship is not None:
                 self._outbox.append(row.to_dict())
-        if len(self._outbox) >= SHIP_BATCH:
+        if len(self._outbox) >= SHIP_BATCH or time.monotonic() - self._shipped_at >= SHIP_INTERVAL_S:
             self.flush_to_master()
 
     def flush_to_master(self) -> None:
         if self._ship is not None and self._outbox:
+            self._shipped_at = time.monotonic()
             batch, self._outbox = self._outbox, []
             self._ship(batch)
             self.shipped += len(batch)
@@ -200,7 +214,7 @@ def fire_stage_events(fire: Callable[..., None], row: SampleRow) -> None:
                  exception=None, context={})
     if row.status != "ok":
         failed = row.status_stage or "e2e"
-        error = RuntimeError(f"{row.status}: {row.error}")
+        error = RuntimeError(f"{row.status}: {row.error}")  # row texts are scrubbed (rows.py)
         fire(request_type="pipeline", name=failed, response_time=0.0, response_length=0,
              exception=error, context={})
         if failed != "e2e":

@@ -65,6 +65,7 @@ class UtteranceTimeline:
     error: str | None = None
     error_stage: str | None = None
     send_lateness: list[float] = field(default_factory=list, repr=False)
+    snr_db: float | None = None  # noise mixed into the clip at this SNR (None: clean speech)
 
     def last_milestone(self) -> str:
         if self.mode == "sfu":
@@ -206,6 +207,24 @@ class SampleRow:
     active_users: int
     speaker_node: str | None = None
     listener_node: str | None = None
+    # Adverse conditions (docs/samples.md, docs/impairment.md): the caller's impairment profile and the
+    # speech's SNR; the network counters are cumulative over the conversation when the row was made.
+    impairment: str | None = None
+    snr_db: float | None = None
+    net_up_packets: float | None = None
+    net_up_dropped: float | None = None
+    net_up_delayed: float | None = None
+    net_up_delay_ms: float | None = None
+    net_down_packets: float | None = None
+    net_down_dropped: float | None = None
+    net_down_delayed: float | None = None
+    net_down_delay_ms: float | None = None
+    sfu_up_lost: float | None = None
+    sfu_up_expected: float | None = None
+    rx_down_lost: float | None = None
+    rx_down_expected: float | None = None
+    net_ice_ms: float | None = None
+    reconnects: int = 0  # the caller's successful reconnects before this utterance (scenario.reconnect)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -229,6 +248,8 @@ class RowContext:
     active_users: int
     speaker_node: str | None = None
     listener_node: str | None = None
+    network: dict[str, float | str | None] = field(default_factory=dict)  # impairment columns (SampleRow)
+    reconnects: int = 0
 
 
 def to_row(tl: UtteranceTimeline, ctx: RowContext) -> SampleRow:
@@ -281,4 +302,7 @@ def to_row(tl: UtteranceTimeline, ctx: RowContext) -> SampleRow:
         active_users=ctx.active_users,
         speaker_node=ctx.speaker_node,
         listener_node=ctx.listener_node,
+        snr_db=tl.snr_db,
+        reconnects=ctx.reconnects,
+        **ctx.network,  # type: ignore[arg-type]
     )

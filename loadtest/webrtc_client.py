@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pymediasoup.rtp_parameters import RtpParameters
 
@@ -35,7 +35,10 @@ from loadtest.session import Party, PeerSession
 from loadtest.signaling import SignalingError
 from loadtest.timeline import STALLED_STAGE, UtteranceTimeline
 from loadtest.transit import TransitCorrelator, VoicedArrivalMonitor
-from loadtest.transport import create_transport, load_device
+from loadtest.transport import answer_produce, create_transport, load_device
+
+if TYPE_CHECKING:
+    from loadtest.impairments.observe import NetworkWatch
 
 log = logging.getLogger(__name__)
 START_LEAD_S = 0.5
@@ -86,6 +89,7 @@ class ConversationResult:
     translated_packets: int = 0
     speaker_node: str | None = None  # the gateway replica each peer joined (join answer's `node`)
     listener_node: str | None = None
+    reconnects: int = 0  # the caller's successful reconnects before this conversation (conversation.py)
 
 
 UtteranceSink = Callable[[UtteranceTimeline, "PipelineClient"], None]
@@ -95,11 +99,12 @@ _ids = itertools.count(1)
 class PipelineClient:
     def __init__(self, options: ClientOptions, silence: bytes, on_utterance: UtteranceSink,
                  conversation: str | None = None, clock: Callable[[], float] = time.monotonic,
-                 caller: int = 0) -> None:
+                 caller: int = 0, network: NetworkWatch | None = None) -> None:
         self.options = options
         self.mode = options.profile.mode
         self.conversation = conversation or f"conv-{uuid.uuid4().hex[:8]}-{next(_ids)}"
         self.caller = caller
+        self.network = network  # the caller's impaired network (loadtest/impairments), when the run has one
         self.result = ConversationResult(self.conversation)
         self._clock = clock
         self._on_utterance = on_utterance
@@ -124,7 +129,8 @@ class PipelineClient:
         self._all_done = asyncio.Event()
         self._broken = asyncio.Event()
         self._consume_error: str | None = None
-        self.stats: dict[str, float | None] = {"jitter_ms": None, "packets_lost": None, "rtt_ms": None}
+        self.stats: dict[str, float | None] = {"jitter_ms": None, "packets_lost": None, "rtt_ms": None,
+                                               "packets_received": None}
 
     # ---- connect -------------------------------------------------------------------------------
 
@@ -188,19 +194,16 @@ class PipelineClient:
         assert self._speaker is not None
         session = self._speaker
         device = await load_device(join["rtp_capabilities"], [self._track])
-        transport = await create_transport(session, device, "send", self.options.relay, self._clock)
+        transport = await create_transport(session, device, "send", self.options.relay, self._clock,
+                                           self.network)
         self._send_transport = transport
 
-        @transport.on("produce")
-        async def on_produce(kind: str, rtp_parameters: Any, app_data: Any) -> str:
-            answer = await session.request("produce", transport_id=transport.id, kind=kind,
-                                           rtp_parameters=rtp_parameters.model_dump(exclude_none=True),
-                                           app_data=app_data or {})
-            return str(answer["id"])
-
+        answer_produce(transport, session)
         producer = await transport.produce(track=self._track, stopTracks=False, appData={"type": "mic"})
         self._mic_id = producer.id
         self._rtp_sender = producer.rtpSender
+        if self.network is not None:
+            self.network.attach_sender(producer.rtpSender)  # the SFU's receiver reports about our stream
         self._track.attach_sender(producer.rtpSender)
         if self.mode == "sfu":
             self._transit = TransitCorrelator(self._complete)
@@ -223,7 +226,7 @@ class PipelineClient:
         device = await load_device(join["rtp_capabilities"], [])
         self._listener_caps = device.rtpCapabilities.model_dump(exclude_none=True)
         self._recv_transport = await create_transport(self._listener, device, "recv", self.options.relay,
-                                                      self._clock)
+                                                      self._clock, self.network)
         if join.get("producers"):
             self._inbox.announce(join["producers"])
 
@@ -273,6 +276,11 @@ class PipelineClient:
 
     # ---- failures ------------------------------------------------------------------------------
 
+    @property
+    def dropped(self) -> bool:
+        """The server dropped this conversation (or a consume failed): it will not hear more."""
+        return self._broken.is_set()
+
     def _on_lost(self, reason: str) -> None:
         """The server dropped a channel: every pending utterance ends now, as an error where it stood."""
         self.result.error = reason
@@ -319,7 +327,7 @@ class PipelineClient:
                 utterance_id=f"{self.conversation}-{seq}", conversation=self.conversation, seq=seq,
                 fixture_id=item.fixture_id, source_language=self.options.source_language,
                 target_language=self.options.target_language, t_planned=planned,
-                wall_start=wall0 + item.offset_s, mode=self.mode)
+                wall_start=wall0 + item.offset_s, mode=self.mode, snr_db=item.clip.snr_db)
             self._pending[tl.utterance_id] = tl
             on_speech_end = None
             if self._transit is not None:
@@ -384,6 +392,7 @@ class PipelineClient:
                 if getattr(report, "type", "") == "inbound-rtp":
                     self.stats["jitter_ms"] = report.jitter / 48.0  # RTP units at 48 kHz
                     self.stats["packets_lost"] = float(report.packetsLost)
+                    self.stats["packets_received"] = float(report.packetsReceived)
         if self._rtp_sender is not None:
             for report in (await self._rtp_sender.getStats()).values():
                 if getattr(report, "type", "") == "remote-inbound-rtp":

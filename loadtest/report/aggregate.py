@@ -276,5 +276,14 @@ def summarise(
         bootstrap_resamples=resamples,
         bootstrap_seed=seed,
         placement=placement,
+        reconnects=reconnect_count(frame),
     )
     return Aggregated(summary, status, callers, values)
+
+
+def reconnect_count(frame: pd.DataFrame) -> int:
+    """Successful reconnects over the run: per caller (worker, user), the most its rows record."""
+    if "reconnects" not in frame.columns or "user" not in frame.columns or frame.empty:
+        return 0
+    per_caller = frame.groupby(["worker", "user"], observed=True, dropna=True)["reconnects"].max()
+    return int(per_caller.fillna(0).sum())

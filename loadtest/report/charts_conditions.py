@@ -109,7 +109,7 @@ def _loss_check(out_dir: Path, checks: list[ImpairmentCheck]) -> ChartFile:
                         textcoords="offset points", xytext=(0, 2), ha="center", fontsize=7)
     ax.set_xticks(x, [f"{p}\n{d}" for p, d, _ in groups], fontsize=8)
     ax.set_ylabel("RTP packets lost (%)")
-    top = max([0.5] + [getattr(g[2], f"{k}_loss") or 0.0 for g in groups for k in LOSS_COLORS])
+    top = max([0.01] + [getattr(g[2], f"{k}_loss") or 0.0 for g in groups for k in LOSS_COLORS])
     ax.set_ylim(0, top * 100 * 1.35)
     ax.legend(loc="upper center", ncol=3)
     ax.set_title("Packet loss: configured vs injected vs observed")

@@ -65,8 +65,10 @@ def impairment_checks(frame: pd.DataFrame, run_json: dict[str, Any] | None) -> l
     if "impairment" not in frame.columns or frame["impairment"].notna().sum() == 0:
         return []
     described = ((run_json or {}).get("impairment") or {}).get("profiles") or {}
+    impaired = frame[frame["impairment"].notna()]
+    impaired = impaired.assign(**{c: np.nan for c in NETWORK_COLUMNS if c not in impaired.columns})
     checks = []
-    for name, rows in frame[frame["impairment"].notna()].groupby("impairment", observed=True, sort=True):
+    for name, rows in impaired.groupby("impairment", observed=True, sort=True):
         profile = described.get(str(name)) or {}
         checks.append(ImpairmentCheck(
             profile=str(name),

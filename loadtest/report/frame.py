@@ -25,6 +25,8 @@ REPORT_COLUMNS: tuple[str, ...] = (
     "active_users",
     "speaker_node",
     "listener_node",
+    "user",  # with worker: the caller, whose reconnects are counted
+    "reconnects",
     *(f"{s}_ms" for s in STAGES),
     *EXTRA_METRICS,
     "impairment",  # adverse conditions (report/conditions.py)
@@ -60,7 +62,7 @@ def normalise(frame: pd.DataFrame) -> pd.DataFrame:
                 "listener_node"):
         if col not in out.columns:
             out[col] = pd.Series([None] * n, index=out.index, dtype="object")
-    for col in ("snr_db", *NETWORK_COLUMNS):  # adverse conditions: read where the run recorded them
+    for col in ("snr_db", "user", "reconnects", *NETWORK_COLUMNS):  # read where the run recorded them
         if col in out.columns:
             out[col] = pd.to_numeric(out[col], errors="coerce").astype("float64")
     # Categorical: 1M repeated short strings cost ~1 byte each instead of a Python object each.

@@ -258,6 +258,7 @@ class RunSummary:
     placement: list[PlacementGroup] = field(default_factory=list)  # same- vs cross-replica conversations
     conditions: ConditionsSummary = field(default_factory=ConditionsSummary)  # impairment profiles, SNRs
     proxy: dict[str, object] | None = None  # the proxy's counters over the run (report/proxy.py)
+    reconnects: int = 0  # callers' successful reconnects after the server dropped them (scenario.reconnect)
 
 
 @dataclass(frozen=True)

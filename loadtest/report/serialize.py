@@ -149,6 +149,7 @@ def summary(s: RunSummary, run_dir: str) -> dict[str, Any]:
         "source": s.source,
         "target_ms": int(s.target_ms) if float(s.target_ms).is_integer() else s.target_ms,
         "utterances": dataclasses.asdict(s.counts),
+        "reconnects": s.reconnects,
         "error_rate": num(s.rates.error_rate),
         "timeout_rate": num(s.rates.timeout_rate),
         "e2e_under_target": num(s.rates.e2e_under_target),
