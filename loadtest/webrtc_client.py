@@ -29,6 +29,7 @@ from loadtest.events import Correlator, ResultEvent
 from loadtest.fixtures import EncodedClip
 from loadtest.ice import TurnRelay
 from loadtest.inbox import Inbox
+from loadtest.linkwatch import wait_link, watch_link
 from loadtest.media import PlannedUtterance, TranslatedAudioMonitor, UtteranceTrack
 from loadtest.profile import SignalingProfile
 from loadtest.session import Party, PeerSession
@@ -197,6 +198,7 @@ class PipelineClient:
         transport = await create_transport(session, device, "send", self.options.relay, self._clock,
                                            self.network)
         self._send_transport = transport
+        link = watch_link(transport, "send")  # connect ends when DTLS is up, not at ICE (pymediasoup's)
 
         answer_produce(transport, session)
         producer = await transport.produce(track=self._track, stopTracks=False, appData={"type": "mic"})
@@ -212,14 +214,18 @@ class PipelineClient:
         await self._consume_wanted()
         timeout = self.options.connect_timeout_s
         try:
-            return await asyncio.wait_for(transport.connected_at, timeout)
-        except TimeoutError:
+            await wait_link(transport, link, timeout)
+        except SignalingError as exc:
+            if "not connected within" not in str(exc):
+                raise  # a refused connect_transport, or ICE/DTLS failed: its own words
             hint = ("no relay allocation or relayed path: check the TURN URL and credentials"
                     if self.options.relay is not None else
                     "no reachable candidate pair: check --ice-address and the gateway's announced address")
             via = "through the TURN relay " if self.options.relay is not None else ""
             raise SignalingError(f"send transport: ICE + DTLS did not complete {via}within {timeout:.0f} s "
-                                 f"({hint})") from None
+                                 f"({link.state()}; {hint})") from None
+        assert link.dtls_at is not None
+        return link.dtls_at if self._clock is time.monotonic else self._clock()
 
     async def _open_listener(self, join: dict[str, Any]) -> None:
         assert self._listener is not None
