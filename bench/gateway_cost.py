@@ -64,15 +64,17 @@ def cpu_of(pids: list[int]) -> float:
     return sum(proc_cpu_s(p) for p in pids)
 
 
-def wait_for_pipelines(url: str, callers: int, runner: threading.Thread) -> float:
+def wait_for_pipelines(url: str, callers: int, runner: threading.Thread,
+                       errors: list[BaseException]) -> float:
     """Poll the gateway until it runs ``callers`` pipelines; returns the seconds it took."""
     started = time.monotonic()
     while time.monotonic() - started < CONNECT_BUDGET_S and runner.is_alive():
         if (metric(url, "gateway_pipelines") or 0) >= callers:
             return time.monotonic() - started
         time.sleep(0.2)  # polling the gateway's own gauge; there is no event to wait on
+    why = f" (the callers' run failed: {errors[0]!r})" if errors else ""
     raise SystemExit(f"only {metric(url, 'gateway_pipelines')} of {callers} pipelines after "
-                     f"{time.monotonic() - started:.0f} s")
+                     f"{time.monotonic() - started:.0f} s{why}")
 
 
 def main() -> int:
@@ -111,7 +113,7 @@ def main() -> int:
 
             runner = threading.Thread(target=drive, name="callers", daemon=True)
             runner.start()
-            connect_s = wait_for_pipelines(url, args.callers, runner)
+            connect_s = wait_for_pipelines(url, args.callers, runner, errors)
             time.sleep(SETTLE_S)  # settling, not synchronisation: the callers are all connected
             groups = stack_groups([state])  # the worker's pid is known now for certain
             w0, g0, m0 = time.monotonic(), cpu_of(groups["gateway"]), cpu_of(groups["mediasoup"])
@@ -130,11 +132,12 @@ def main() -> int:
     codec_errors = len(CODEC_ERROR.findall(log_text))
     gw_pct = 100.0 * (g1 - g0) / wall
     worker_pct = 100.0 * (m1 - m0) / wall
-    print(f"{args.callers} callers ({args.config} config, utterances every {args.interval:g} s), all connected "
-          f"in {connect_s:.1f} s; window {wall:.1f} s with {pipelines:.0f} pipelines")
+    print(f"{args.callers} callers ({args.config} config, utterances every {args.interval:g} s), all "
+          f"connected in {connect_s:.1f} s; window {wall:.1f} s with {pipelines:.0f} pipelines")
     print(f"  gateway (node)      {gw_pct:6.2f} % of a core = {gw_pct / args.callers:.3f} % per caller "
           f"(idle before the callers: {idle_pct:.2f} %)")
-    print(f"  mediasoup worker    {worker_pct:6.2f} % of a core = {worker_pct / args.callers:.3f} % per caller")
+    print(f"  mediasoup worker    {worker_pct:6.2f} % of a core = {worker_pct / args.callers:.3f} % "
+          "per caller")
     print(f"  utterances: {total} ({', '.join(f'{k} {v}' for k, v in sorted(statuses.items()))}); "
           f"codec errors in the gateway log: {codec_errors}")
     print(json.dumps({

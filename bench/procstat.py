@@ -90,6 +90,21 @@ def all_processes_cpu_s() -> dict[int, float]:
     return times
 
 
+def cores_busy_s() -> dict[int, float]:
+    """Busy seconds of each CPU since boot (/proc/stat ``cpuN``: all but idle and iowait), by CPU number.
+
+    Tick-sampled, so it undercounts a timer-driven loop (see ``all_processes_cpu_s``); a core's busy
+    share is therefore read as the larger of this and the pinned processes' own exact CPU time.
+    """
+    busy: dict[int, float] = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if name.startswith("cpu") and name[3:].isdigit():
+            ticks = [int(v) for v in values[:8]]  # user nice system idle iowait irq softirq steal
+            busy[int(name[3:])] = (sum(ticks) - ticks[3] - ticks[4]) / CLK_TCK
+    return busy
+
+
 def loop_thread_sched() -> tuple[float, float, int]:
     """(on-CPU s, runnable-but-waiting s, involuntary context switches) of this process's main thread.
 
@@ -106,12 +121,11 @@ def loop_thread_sched() -> tuple[float, float, int]:
 
 
 def gateway_decode_failures(state_dir: Path) -> int:
-    """Mic producers whose Opus decoding failed in the gateway's tap, from its log.
+    """Mic producers whose Opus decoding failed in the gateway's tap, from its log (cumulative).
 
-    The gateway decodes with opusscript 0.1.1, whose fixed WebAssembly heap holds ~78 codec instances
-    (one decoder and one TTS encoder per caller, and scratch space): past ~37 callers on one gateway
-    decoding fails ("memory access out of bounds"), the VAD hears nothing and those utterances time
-    out in stt. That is the stack's limit, not the tester's.
+    A producer the gateway cannot decode is a caller whose utterances the VAD never hears: they time
+    out in stt. That is the stack failing, not the tester (the old opusscript wrapper broke this way
+    past ~37 callers on one gateway; sut/gateway/src/opus.js replaced it).
     """
     try:
         text = (state_dir / "gateway.log").read_text(errors="replace")
@@ -135,11 +149,12 @@ class CpuSnapshot:
     machine: dict[int, float]
     loop_wait: float
     loop_preempted: int
+    cores: dict[int, float]  # busy seconds of each CPU (cores_busy_s)
 
     @staticmethod
     def take(groups: dict[str, list[int]]) -> CpuSnapshot:
         stack = {name: sum(proc_cpu_s(p) for p in pids) for name, pids in groups.items()}
         _, wait, preempted = loop_thread_sched()
         return CpuSnapshot(time.monotonic(), time.process_time(), stack, all_processes_cpu_s(), wait,
-                           preempted)
+                           preempted, cores_busy_s())
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from loadtest.errors import EXIT_RUN_FAILED, EXIT_USAGE, RunError, UsageError
+from loadtest.redaction import scrub
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -70,10 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UsageError as exc:
-        print(f"loadtest: error: {exc}", file=sys.stderr)
+        print(f"loadtest: error: {scrub(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except RunError as exc:
-        print(f"loadtest: error: {exc}", file=sys.stderr)
+        print(f"loadtest: error: {scrub(str(exc))}", file=sys.stderr)
         return EXIT_RUN_FAILED
     except KeyboardInterrupt:
         print("loadtest: interrupted", file=sys.stderr)

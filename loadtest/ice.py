@@ -123,7 +123,9 @@ def choose_ice(configured: Sequence[str], target_url: str) -> IceChoice:
     """The ICE host addresses for a run against `target_url` (see the module docstring)."""
     if tuple(configured) != (AUTO,):
         return IceChoice(tuple(configured), "explicit", "explicit", True)
-    host = urlparse(target_url).hostname or ""
+    from loadtest.resolve import address
+
+    host = address(urlparse(target_url).hostname or "")  # a --resolve override decides where it is
     family = _loopback_family(host)
     if family == socket.AF_INET6:
         return IceChoice(("::1",), AUTO, "auto: loopback target", True)

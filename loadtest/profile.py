@@ -112,7 +112,9 @@ class EventSpec:
             try:
                 out[key] = lookup(payload, path)
             except MissingField:
-                if key in OPTIONAL_EVENT_FIELDS:
+                # An error's producer id is optional: with it, an error before any transcript (an STT
+                # failure) is matched to the speaker's oldest utterance, as a transcript would be.
+                if key in OPTIONAL_EVENT_FIELDS or (self.name == "error" and key == "producer_id"):
                     out[key] = None
                 else:
                     raise

@@ -40,6 +40,8 @@ def add_profile_command(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--ice-address", help="local ICE host addresses, comma-separated, or \"auto\" "
                                              "(default: loopback for a loopback target, else every "
                                              "interface)")
+    check.add_argument("--resolve", action="append", metavar="HOST:IP",
+                       help="connect to IP whenever a URL names HOST, as curl's --resolve (repeatable)")
     check.set_defaults(func=cmd_profile_check)
 
 
@@ -55,6 +57,13 @@ def _check_usage(args: argparse.Namespace) -> tuple[str, ...]:
     problem = validate_ice_addresses(ice)
     if problem:
         raise UsageError(f"--ice-address: {problem}")
+    if getattr(args, "resolve", None):
+        from loadtest.resolve import ResolveError, install, parse
+
+        try:
+            install(parse(args.resolve))  # before the ICE choice: a loopback address decides it
+        except ResolveError as exc:
+            raise UsageError(f"--resolve: {exc}") from None
     return ice
 
 

@@ -227,7 +227,8 @@ def _events(table: dict[str, Any], mode: str) -> dict[str, EventSpec]:
             raise ProfileError(f"'{where}' must be a table")
         check_keys(spec, {"event", "fields"}, where, ProfileError)
         fields = _str_map(spec.get("fields", {}), f"{where}.fields")
-        check_keys(fields, set(required) | OPTIONAL_EVENT_FIELDS, f"{where}.fields", ProfileError)
+        optional = OPTIONAL_EVENT_FIELDS | ({"producer_id"} if name == "error" else set())
+        check_keys(fields, set(required) | optional, f"{where}.fields", ProfileError)
         for key in required:
             if key not in fields:
                 raise ProfileError(f"'{where}.fields' lacks required field '{key}'")

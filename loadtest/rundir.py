@@ -9,6 +9,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from loadtest.redaction import scrub, scrub_tree
+
 RUN_JSON = "run.json"
 RUN_FAILED = "run-failed.json"
 
@@ -20,7 +22,7 @@ def new_run_id() -> str:
 def prepare_run_dir(out: Path) -> Path:
     """Create the directory; remove what a previous run there left that this one would be mixed with."""
     out.mkdir(parents=True, exist_ok=True)
-    for stale in (RUN_FAILED, "samples.parquet", "summary.json", "locust_stats.csv"):
+    for stale in (RUN_FAILED, "samples.parquet", "summary.json", "locust_stats.csv", "tester-health.jsonl"):
         with contextlib.suppress(FileNotFoundError):
             (out / stale).unlink()
     for folder in ("journal", "worker-journal"):
@@ -30,8 +32,18 @@ def prepare_run_dir(out: Path) -> Path:
 
 
 def write_run_json(run_dir: Path, fields: dict[str, Any]) -> None:
-    (run_dir / RUN_JSON).write_text(json.dumps(fields, indent=2) + "\n")
+    """run.json; URLs and the run's secrets scrubbed (loadtest/redaction.py)."""
+    (run_dir / RUN_JSON).write_text(json.dumps(scrub_tree(fields), indent=2) + "\n")
+
+
+def update_run_json(run_dir: Path, fields: dict[str, Any]) -> None:
+    """Add fields to run.json (e.g. how the run was stopped); creates it if missing."""
+    try:
+        doc = json.loads((run_dir / RUN_JSON).read_text())
+    except (OSError, ValueError):
+        doc = {}
+    write_run_json(run_dir, {**(doc if isinstance(doc, dict) else {}), **fields})
 
 
 def write_failure(run_dir: Path, message: str) -> None:
-    (run_dir / RUN_FAILED).write_text(json.dumps({"error": message}) + "\n")
+    (run_dir / RUN_FAILED).write_text(json.dumps({"error": scrub(message)}) + "\n")

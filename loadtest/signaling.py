@@ -19,6 +19,7 @@ from urllib.parse import urlencode
 import aiohttp
 import socketio
 
+from loadtest import resolve
 from loadtest.errors import RunError
 from loadtest.profile import MissingField, SignalingProfile, fill, lookup
 
@@ -118,11 +119,15 @@ class SignalingChannel:
 
     async def connect(self, timeout_s: float) -> None:
         url, headers, auth = self.handshake()
-        connector = aiohttp.TCPConnector(ssl=self._ssl)
-        self._session = aiohttp.ClientSession(connector=connector)
+        # The host-name overrides (--resolve) apply; the session's cookie jar keeps a proxy's sticky
+        # cookie for every request of this channel (long-polling needs it behind several replicas), for
+        # a target named by its IP address too (aiohttp's default jar drops those: unsafe=True).
+        self._session = aiohttp.ClientSession(connector=resolve.connector(self._ssl),
+                                              cookie_jar=aiohttp.CookieJar(unsafe=True))
         self._sio = socketio.AsyncClient(
             reconnection=False, http_session=self._session, ssl_verify=self._ssl is not False,
             websocket_extra_options={"max_msg_size": MAX_MESSAGE_BYTES},
+            handle_sigint=False,  # SIGINT is the run's (loadtest/stopping.py), not a reason to disconnect
         )
         namespace = self.profile.socketio.namespace
         self._sio.on("connect_error", self._on_connect_error, namespace=namespace)

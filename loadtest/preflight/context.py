@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 
 import aiohttp
 
+from loadtest import resolve
 from loadtest.credentials import Credentials, credentials_for
 from loadtest.preflight.config import PreflightConfig
 from loadtest.profile import SignalingProfile
@@ -56,7 +57,9 @@ class AuditContext:
         # naming the key, before anything is opened.
         profile = load_profile(config.profile)
         credentials = credentials_for(profile, config.auth_token)
-        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=config.timeout_s))
+        # The resolve overrides (a proxy routing by host name, reached on another address) apply.
+        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=config.timeout_s),
+                                        connector=resolve.connector())
         return cls(config, profile, session, strict_context(config), credentials)
 
     def ssl_for(self, url: str) -> ssl.SSLContext | bool:

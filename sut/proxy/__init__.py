@@ -1,4 +1,5 @@
-"""The reference stack's TLS reverse proxy: Debian's nginx, configured entirely inside the state dir."""
+"""The reference stack's TLS reverse proxy with `[proxy] kind = "nginx"`: Debian's nginx, configured entirely
+inside the state dir. The default edge is Traefik (sut/proxy/traefik.py; both behind sut/proxy/edge.py)."""
 
 from __future__ import annotations
 

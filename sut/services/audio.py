@@ -1,4 +1,5 @@
-"""WAV in and out of the services, and resampling. Samples are int16 mono throughout the HTTP API."""
+"""WAV in and out of the services, Ogg Opus out of TTS, and resampling. Samples are int16 mono throughout
+the HTTP API."""
 
 from __future__ import annotations
 
@@ -40,6 +41,31 @@ def read_wav_bytes_any(data: bytes) -> tuple[np.ndarray, int]:
 def write_wav(samples: np.ndarray, rate: int) -> bytes:
     buf = io.BytesIO()
     sf.write(buf, to_int16(samples), rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+OPUS_RATE = 48000  # Opus over RTP always runs a 48 kHz clock
+OPUS_FRAME_MS = 20
+
+
+def write_ogg_opus(samples: np.ndarray, bitrate: int) -> bytes:
+    """48 kHz mono int16 samples → Ogg Opus (RFC 7845): 20 ms packets, VoIP mode, VBR around
+    ``bitrate``, complexity 5 — what the gateway's own encoder used, so a listener hears the same."""
+    import av  # here, not at module level: only TTS encodes, and PyAV is slow to import
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="ogg") as out:
+        stream = out.add_stream("libopus", rate=OPUS_RATE, layout="mono")
+        stream.bit_rate = bitrate
+        stream.codec_context.options = {
+            "application": "voip", "frame_duration": str(OPUS_FRAME_MS), "compression_level": "5",
+        }
+        frame = av.AudioFrame.from_ndarray(to_int16(samples).reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = OPUS_RATE
+        for packet in stream.encode(frame):  # PyAV cuts the frame into the encoder's 20 ms frames
+            out.mux(packet)
+        for packet in stream.encode(None):  # flush: the encoder's look-ahead holds the last samples
+            out.mux(packet)
     return buf.getvalue()
 
 

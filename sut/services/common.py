@@ -23,7 +23,14 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
-from sut.config import LatencyModel, ServiceConfig, StackConfig, StackConfigError, load_stack_config
+from sut.config import (
+    FaultsConfig,
+    LatencyModel,
+    ServiceConfig,
+    StackConfig,
+    StackConfigError,
+    load_stack_config,
+)
 
 # Utterances arrive as whole WAV bodies (15 s at 48 kHz is ~1.4 MB): aiohttp's 1 MiB default is too small.
 MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -264,9 +271,50 @@ def parse_args(name: str, argv: list[str] | None = None) -> ServiceArgs:
         stack = stack.with_port_offset(args.port_offset)
     except (OSError, StackConfigError) as exc:
         parser.exit(2, f"{name}: bad stack config: {exc}\n")
-    service = stack.service(name)
+    service = with_latency_factor(stack.service(name), stack.faults.latency_factor(name))
     port = service.port if args.port is None else args.port
     return ServiceArgs(stack=stack, service=service, port=port, seed=args.seed)
+
+
+def with_latency_factor(service: ServiceConfig, factor: float) -> ServiceConfig:
+    """The service with its modelled service time scaled (fault `<name>_latency_factor`)."""
+    if factor == 1.0:
+        return service
+    from dataclasses import replace
+
+    m = service.latency
+    scaled = replace(m, ms=m.ms * factor, mean_ms=m.mean_ms * factor, sd_ms=m.sd_ms * factor,
+                     median_ms=m.median_ms * factor, min_ms=m.min_ms * factor, max_ms=m.max_ms * factor)
+    return replace(service, latency=scaled)
+
+
+def install_faults(app: web.Application, name: str, faults: FaultsConfig, seed: int | None = None) -> None:
+    """The stack config's [faults] for this service: a fraction of requests answered HTTP 500
+    (`<name>_error_rate`) and, for TTS, answers whose body is no audio (`tts_garbage_audio`).
+    Health and metrics are never faulted: the service looks up, as a failing one often does."""
+    rate = faults.error_rate(name)
+    garbage = name == "tts" and faults.tts_garbage_audio
+    if not rate and not garbage:
+        return
+    rng = np.random.default_rng(seed)
+
+    @web.middleware
+    async def faulty(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method != "POST":
+            return await handler(request)
+        if rate and rng.random() < rate:
+            set_log_detail(request, "fault=error_rate")
+            return web.json_response({"error": f"injected fault: {name} failing"}, status=500)
+        response = await handler(request)
+        if garbage and isinstance(response, web.Response) and response.status == 200:
+            size = max(64, len(response.body or b"")) if isinstance(response.body, bytes) else 4096
+            set_log_detail(request, "fault=garbage_audio")
+            return web.Response(body=rng.bytes(size), status=200, headers={
+                k: v for k, v in response.headers.items() if k.lower() != "content-length"})
+        return response
+
+    app.middlewares.append(faulty)
+    log.warning("faults: error_rate=%g garbage_audio=%s", rate, garbage)
 
 
 def setup_logging(name: str) -> None:
@@ -308,6 +356,7 @@ def run_service(name: str, build: Callable[[ServiceArgs], Awaitable[web.Applicat
 
     async def main() -> None:
         app = await build(args)
+        install_faults(app, name, args.stack.faults, args.seed)
         await serve(app, args.stack.host, args.port)
 
     try:

@@ -1,6 +1,10 @@
 """TTS service: ``POST /synthesize`` ``{"text", "language", "sample_rate": 48000}`` → mono 16-bit WAV.
 
-The WAV duration is also in the ``X-Audio-Duration-Ms`` header (and processing/queue times in
+With ``"format": "ogg_opus"`` (and optionally ``"bitrate"``, bit/s, default 32000) the answer is Ogg Opus
+instead (``audio/ogg; codecs=opus``: 48 kHz mono, 20 ms packets), ready for RTP: the gateway only
+packetizes and paces it, so it keeps no Opus encoder per caller.
+
+The audio's duration is also in the ``X-Audio-Duration-Ms`` header (and processing/queue times in
 ``X-Processing-Ms`` / ``X-Queue-Ms``) so a caller need not parse the audio to log it.
 
 Engines:
@@ -16,15 +20,17 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
+import threading
 import time
 import zlib
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 from aiohttp import web
 
-from sut.services.audio import read_wav_bytes_any, resample, to_int16, write_wav
+from sut.services.audio import OPUS_RATE, read_wav_bytes_any, resample, to_int16, write_ogg_opus, write_wav
 from sut.services.common import (
     STATE_KEY,
     BadRequest,
@@ -47,12 +53,16 @@ MIN_S, MAX_S = 0.4, 6.0
 TARGET_RMS_DBFS = -20.0
 ESPEAK_TIMEOUT_S = 20.0
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8})*$")
+FORMATS = ("wav", "ogg_opus")
+DEFAULT_OPUS_BITRATE = 32000
+OPUS_CACHE_SIZE = 256  # encoded answers of the model engine (same text, same audio): as speech_like
 
 
 @dataclass(frozen=True)
 class Speech:
     samples: np.ndarray  # int16 mono
     rate: int
+    cache_key: str | None = None  # set when the same key always gives the same samples (model engine)
 
     @property
     def duration_ms(self) -> float:
@@ -137,7 +147,7 @@ class ModelTts:
         delay_ms = self.sampler.draw_ms()
         samples = await asyncio.to_thread(speech_like, text, rate)
         await sleep_remaining(delay_ms, started)
-        return Speech(samples, rate)
+        return Speech(samples, rate, cache_key=f"{rate}:{text}")
 
 
 class EspeakTts:
@@ -184,6 +194,41 @@ def parse_rate(doc: dict[str, object]) -> int:
     return int(rate)
 
 
+def parse_format(doc: dict[str, object], rate: int) -> tuple[str, int]:
+    """(format, bitrate) of a request; the bitrate only matters for ogg_opus."""
+    fmt = doc.get("format", "wav")
+    if fmt not in FORMATS:
+        raise BadRequest(f"field 'format' must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    bitrate = doc.get("bitrate", DEFAULT_OPUS_BITRATE)
+    if isinstance(bitrate, bool) or not isinstance(bitrate, int) or not 6000 <= bitrate <= 510000:
+        raise BadRequest(f"field 'bitrate' must be an integer 6000..510000 (bit/s), got {bitrate!r}")
+    if fmt == "ogg_opus" and rate != OPUS_RATE:
+        raise BadRequest(f"format ogg_opus is {OPUS_RATE} Hz: field 'sample_rate' must be {OPUS_RATE}, "
+                         f"got {rate}")
+    return str(fmt), bitrate
+
+
+_opus_cache: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+_opus_cache_lock = threading.Lock()  # encodes run in worker threads
+
+
+def ogg_opus_body(speech: Speech, bitrate: int) -> bytes:
+    """The speech as Ogg Opus; the model engine's answers are cached (its audio repeats per text)."""
+    if speech.cache_key is None:
+        return write_ogg_opus(speech.samples, bitrate)
+    key = (speech.cache_key, bitrate)
+    with _opus_cache_lock:
+        if key in _opus_cache:
+            _opus_cache.move_to_end(key)
+            return _opus_cache[key]
+    body = write_ogg_opus(speech.samples, bitrate)
+    with _opus_cache_lock:
+        _opus_cache[key] = body
+        while len(_opus_cache) > OPUS_CACHE_SIZE:
+            _opus_cache.popitem(last=False)
+    return body
+
+
 async def synthesize(request: web.Request) -> web.Response:
     t0 = time.perf_counter()
     doc = await read_json_object(request)
@@ -192,15 +237,23 @@ async def synthesize(request: web.Request) -> web.Response:
     if not _LANGUAGE.match(language):
         raise BadRequest(f"field 'language' must be a language tag like 'es' or 'en-us', got {language!r}")
     rate = parse_rate(doc)
+    fmt, bitrate = parse_format(doc, rate)
     engine = request.app[ENGINE_KEY]
     state = request.app[STATE_KEY]
     async with state.pool.slot() as slot:
         speech = await engine.synthesize(text, language, rate)
-    body = write_wav(speech.samples, speech.rate)
+    if fmt == "ogg_opus":
+        # Encoding a few seconds takes ~10–40 ms: off the loop, which serves every other request.
+        body = await asyncio.to_thread(ogg_opus_body, speech, bitrate)
+        content_type = "audio/ogg; codecs=opus"
+    else:
+        body = write_wav(speech.samples, speech.rate)
+        content_type = "audio/wav"
     processing_ms = (time.perf_counter() - t0) * 1000.0
     set_log_detail(request, f"{language} q={slot.queue_ms:.0f}ms audio={speech.duration_ms / 1000:.2f}s "
-                            f"{short(text)}")
-    return web.Response(body=body, content_type="audio/wav", headers={
+                            f"{fmt} {short(text)}")
+    return web.Response(body=body, headers={
+        "Content-Type": content_type,
         "X-Audio-Duration-Ms": f"{speech.duration_ms:.1f}",
         "X-Processing-Ms": f"{processing_ms:.1f}",  # arrival → answer, queueing included
         "X-Queue-Ms": f"{slot.queue_ms:.1f}",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +14,7 @@ from loadtest.config import RunConfig
 from loadtest.fixtures import FixtureLibrary
 from loadtest.rundir import prepare_run_dir
 from loadtest.runner import execute_run
-from loadtest.target import Target
+from loadtest.target import stack_target
 from sut.config import load_stack_config
 from sut.stack import ReferenceStack, StackInfo
 
@@ -22,8 +23,11 @@ MANIFEST = REPO / "fixtures" / "audio" / "manifest.json"
 
 
 @contextmanager
-def running_stack(config: str, state_dir: Path, port_offset: int, **overrides: object) -> Iterator[StackInfo]:
+def running_stack(config: str, state_dir: Path, port_offset: int, proxy: str = "") -> Iterator[StackInfo]:
+    """The stack `config` on shifted ports; `proxy`: "nginx" or "traefik" instead of the config's edge."""
     stack_cfg = load_stack_config(config).with_port_offset(port_offset)
+    if proxy:
+        stack_cfg = replace(stack_cfg, proxy=replace(stack_cfg.proxy, kind=proxy))
     stack = ReferenceStack(stack_cfg, state_dir)
     try:
         yield stack.start()
@@ -62,7 +66,7 @@ def run_callers(
     )
     run_dir = prepare_run_dir(out)
     library = FixtureLibrary(MANIFEST)
-    execute_run(cfg, Target(info.target_url, str(info.ca_cert), False), run_dir, library)
+    execute_run(cfg, stack_target(info), run_dir, library)  # Traefik's host names → the stack's address
     return pd.read_parquet(run_dir / "samples.parquet")
 
 
@@ -71,3 +75,15 @@ def ground_truth(path: Path) -> pd.DataFrame:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     frame = pd.DataFrame(rows)
     return frame.pivot_table(index="utteranceId", columns="kind", values="t", aggfunc="first")
+
+
+def stage_truth_ms(gt: pd.DataFrame) -> dict[str, pd.Series]:
+    """The stages as the stack's ground-truth log times them (one row per server utterance id)."""
+    out = {
+        "stt_ms": (gt["transcription"] - gt["speech_end"]) * 1000,
+        "translation_ms": (gt["translation"] - gt["transcription"]) * 1000,
+    }
+    if "tts_first_packet" in gt:
+        out["tts_ms"] = (gt["tts_first_packet"] - gt["translation"]) * 1000
+        out["e2e_ms"] = (gt["tts_first_packet"] - gt["speech_end"]) * 1000
+    return out

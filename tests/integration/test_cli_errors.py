@@ -49,6 +49,7 @@ def test_wrong_ca_is_named(tmp_path: Path, state_dir: Path) -> None:
             "run",
             "--target",
             info.target_url,
+            *info.resolve_args,
             "--ca-cert",
             "/etc/ssl/certs/ca-certificates.crt",
             "--callers",

@@ -10,7 +10,13 @@ import pandas as pd
 import pytest
 
 from sut.config import CONFIG_DIR as CONFIGS
-from tests.integration.stackrun import ground_truth, run_callers, running_stack, short_fixture_ids
+from tests.integration.stackrun import (
+    ground_truth,
+    run_callers,
+    running_stack,
+    short_fixture_ids,
+    stage_truth_ms,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -21,18 +27,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 # (measured: every stage within 4.3 ms); 20 ms leaves room for a loaded machine and is still far below
 # any mis-measured stage (a wrong timestamp is off by a stage's length, hundreds of ms).
 TRANSPORT_TOLERANCE_MS = 20.0
-
-
-def stage_truth_ms(gt: pd.DataFrame) -> dict[str, pd.Series]:
-    """The stages as the stack's ground-truth log times them (one row per server utterance id)."""
-    out = {
-        "stt_ms": (gt["transcription"] - gt["speech_end"]) * 1000,
-        "translation_ms": (gt["translation"] - gt["transcription"]) * 1000,
-    }
-    if "tts_first_packet" in gt:
-        out["tts_ms"] = (gt["tts_first_packet"] - gt["translation"]) * 1000
-        out["e2e_ms"] = (gt["tts_first_packet"] - gt["speech_end"]) * 1000
-    return out
 
 
 def assert_causal(rows: pd.DataFrame, gt: pd.DataFrame) -> None:

@@ -1,6 +1,7 @@
-"""`loadtest preflight` against the real reference stack: a healthy stack is all ✅ (Prometheus, which the
-stack does not run, is reported as not configured), each broken variant turns exactly the expected
-checks ❌/⚠️ naming the cause, and the media and TURN checks really pass packets.
+"""`loadtest preflight` against the real reference stack (behind Traefik, its default edge): a healthy stack
+is all ✅ (Prometheus, which the stack does not run, is reported as not configured) -- Traefik's routers
+included, read from its API --, each broken variant turns exactly the expected checks ❌/⚠️ naming the
+cause, and the media and TURN checks really pass packets.
 
 One stack start per variant, on port offsets 410-430 (clear of the other integration tests).
 """
@@ -67,7 +68,10 @@ def test_healthy_stack_is_all_ok_in_under_ten_seconds(healthy: StackInfo) -> Non
     assert report.elapsed_s < 10.0
     keys = {c.key for c in report.checks}
     port, turn = healthy.config.proxy.https_port, healthy.config.turn.port
-    for expected in (f"routes.tls[localhost:{port}]", "routes.route[http → https]", "gateway.health",
+    tls = [f"routes.tls[{name}.speechload.test:{port}]" for name in ("webrtc", "www", "grafana")]
+    routers = [f"traefik.router[{name}@file]" for name in ("gateway", "www", "grafana")]
+    for expected in (*tls, *routers, "traefik.api", "routes.route[frontend]", "routes.route[grafana]",
+                     "routes.route[http → https]", "gateway.health",
                      "gateway.coordination", "gateway.socketio-polling", "gateway.socketio-websocket",
                      "media.webrtc", f"turn.allocation[turn:127.0.0.1:{turn}?transport=udp]",
                      f"turn.relay-media[turn:127.0.0.1:{turn}?transport=udp]", "backends.stt",
@@ -80,6 +84,9 @@ def test_healthy_stack_is_all_ok_in_under_ten_seconds(healthy: StackInfo) -> Non
     assert "relay round trip" in report.check(f"turn.allocation[{turn_url}]").evidence
     assert "cluster mode" in report.check("gateway.coordination").evidence
     assert "pub/sub round trip" in report.check("backends.redis").evidence
+    gateway = report.check("traefik.router[gateway@file]").evidence
+    assert "Host(`webrtc.speechload.test`)" in gateway and f"websecure :{port}" in gateway, gateway
+    assert "TLS" in gateway and "1/1 servers UP" in gateway and "WebSocket upgrade 101" in gateway, gateway
     smoke = report.check("pipeline.smoke").details
     assert smoke["status"] == "ok"
     assert all(smoke["stages_ms"][s] > 0 for s in ("stt", "translation", "tts", "e2e"))
@@ -108,8 +115,8 @@ def test_before_run_hook_writes_into_the_run_dir(healthy: StackInfo, tmp_path: P
 Expectation = dict[str, tuple[str, tuple[str, ...]]]  # key → (status, phrases its evidence must contain)
 
 
-def tls_key(info: StackInfo) -> str:
-    return f"routes.tls[localhost:{info.config.proxy.https_port}]"
+def tls_key(info: StackInfo, name: str = "webrtc") -> str:
+    return f"routes.tls[{name}.speechload.test:{info.config.proxy.https_port}]"
 
 
 def turn_key(info: StackInfo, kind: str) -> str:
@@ -126,9 +133,10 @@ VARIANTS: list[tuple[str, int, Callable[[StackInfo], Expectation]]] = [
         "gateway.health": ("warn", ("degraded", "backend tts down")),
         "pipeline.smoke": ("fail", ("error at tts", "ECONNREFUSED")),
     }),
-    ("broken-cert", 425, lambda info: {
-        tls_key(info): ("fail", ("certificate is for gateway.other.example",
-                                 "not valid for host 'localhost'")),
+    ("broken-cert", 425, lambda info: {  # every host name Traefik serves gets the misissued certificate
+        tls_key(info, name): ("fail", ("certificate is for gateway.other.example",
+                                       f"not valid for host '{name}.speechload.test'"))
+        for name in ("webrtc", "www", "grafana")
     }),
     ("broken-turn-auth", 430, lambda info: {
         turn_key(info, "allocation"): ("fail", ("401 Unauthorized", "user 'speechload'")),

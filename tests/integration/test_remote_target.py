@@ -68,6 +68,7 @@ def _stack_config(path: Path) -> Path:
     doc["stack"]["host"] = NS_ADDR
     doc["gateway"]["announced_ip"] = NS_ADDR
     doc["proxy"]["server_name"] = NS_ADDR  # the certificate names the address (TLS stays verified)
+    doc["proxy"]["kind"] = "nginx"  # the target is an address: nginx takes any host (Traefik routes by name)
     doc["turn"] = {"enabled": True, "username": TURN_USER, "credential": TURN_SECRET}
     path.write_text(json.dumps(doc))  # load_stack_config reads the TOML's layout from .json as well
     return path

@@ -9,9 +9,7 @@ announcements, result events and the translated speech all cross between them.
 from __future__ import annotations
 
 import json
-import ssl
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import pytest
 from loadtest.report.placement import placement_groups, placement_line
 from sut.config import load_stack_config
 from sut.stack import ReferenceStack, StackInfo, stack_status
+from tests.integration.edge_http import EdgeClient, get
 from tests.integration.replica_calls import (
     Conversation,
     converse,
@@ -73,9 +72,8 @@ def test_every_replica_is_up_and_knows_the_other(replicated: StackInfo) -> None:
         assert {r["address"] for r in health["replicas"]} == {a, b}
         nodes.add(health["redis"]["nodeId"])
     assert len(nodes) == 2
-    context = ssl.create_default_context(cafile=str(replicated.ca_cert))
-    with urllib.request.urlopen(f"{replicated.target_url}/health", context=context, timeout=10) as response:
-        assert {r["address"] for r in json.loads(response.read())["replicas"]} == {a, b}
+    answer = get(replicated, f"{replicated.target_url}/health")  # through Traefik, by host name
+    assert {r["address"] for r in json.loads(answer.body)["replicas"]} == {a, b}
 
 
 def test_join_answer_names_the_replica_and_peer_ids_are_unique_across_replicas(replicated: StackInfo) -> None:
@@ -134,21 +132,18 @@ def test_cross_replica_conversations_pipe_the_translated_speech(replicated: Stac
 
 
 def test_polling_sessions_stay_on_their_replica_through_the_proxy(replicated: StackInfo) -> None:
-    context = ssl.create_default_context(cafile=str(replicated.ca_cert))
+    # Traefik keeps a client on its replica by the sticky cookie of its first answer (a client that
+    # keeps cookies, as browsers and the tester do); test_traefik_edge.py shows what happens without.
     base = f"{replicated.target_url}/socket.io/?EIO=4&transport=polling"
-
-    def fetch(url: str, body: bytes | None = None) -> tuple[int, str]:
-        request = urllib.request.Request(url, data=body, method="POST" if body else "GET")
-        with urllib.request.urlopen(request, context=context, timeout=10) as response:
-            return response.status, response.read().decode()
-
     prefixes = set()
-    for _ in range(4):  # round robin: both replicas hand out sessions
-        sid = json.loads(fetch(base)[1][1:])["sid"]
+    for _ in range(4):  # round robin for new clients: both replicas hand out sessions
+        client = EdgeClient(replicated, cookies=True)
+        sid = json.loads(client.request(base).text[1:])["sid"]
         prefixes.add(sid.split(".")[0])
-        assert fetch(f"{base}&sid={sid}", b"40") == (200, "ok")  # Socket.IO CONNECT, on the same replica
-        status, text = fetch(f"{base}&sid={sid}")
-        assert status == 200 and text.startswith("40{"), text
+        connect = client.request(f"{base}&sid={sid}", b"40")  # Socket.IO CONNECT, on the same replica
+        assert (connect.status, connect.text) == (200, "ok")
+        answer = client.request(f"{base}&sid={sid}")
+        assert answer.status == 200 and answer.text.startswith("40{"), answer.text
     assert prefixes == {"r0", "r1"}
 
 

@@ -147,17 +147,14 @@ def test_two_nightlies_into_one_history(tmp_path: Path) -> None:
     index = json.loads((hist / "index.json").read_text())["runs"]
     assert len(index) == 2
     assert index[0]["exit_code"] == 0 and index[0]["baseline"] is None
-    assert index[1]["baseline"] == index[0]["id"] and index[1]["sent"] >= 2
-    compare = json.loads((hist / index[1]["dir"] / "compare.json").read_text())
-    # Exit codes as documented: 2 exactly when the comparison found a regression, else 0 ...
-    assert second.returncode == (2 if compare["regressions"] else 0), second.stderr[-3000:]
-    assert index[1]["exit_code"] == second.returncode
-    # ... and two 1-caller nights (2 utterances, 1 connect each) are too small to call one: a warning.
-    assert second.returncode == 0 and not any(st["enough_samples"] for st in compare["stages"].values())
-    summary = json.loads((hist / index[1]["dir"] / "summary.json").read_text())
-    assert any("too few samples" in w for w in summary["warnings"])
-    assert summary["comparison"]["baseline_dir"].endswith(index[0]["dir"])
-    assert not (hist / index[0]["dir"] / "compare.json").exists()  # nothing to compare the first night with
+    # A 1-caller, 15 s night (2 utterances) is too small to be anyone's baseline (docs/reports.md,
+    # "Nightly"): the second night is not compared, and both nights say how many samples they need.
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert index[1]["baseline"] is None and index[1]["sent"] >= 2 and index[1]["regression_verdict"] is None
+    assert index[1]["budget_verdict"] == "pass" and index[1]["exit_code"] == 0
+    assert "no baseline" in second.stdout and "needs >= 10" in second.stdout
+    assert second.stdout.count("verdict:") == 1  # printed once (the run does not print its own)
+    assert not (hist / index[1]["dir"] / "compare.json").exists()
     for name in ("trend.png", "trend.svg", "index.html"):
         assert (hist / name).stat().st_size > 1000, name
     assert (hist / index[1]["dir"] / "report.html").is_file()

@@ -1,6 +1,7 @@
 """The reference stack as processes: start through the TLS proxy, refuse conflicts, stop leaving nothing.
 
-Runs the real services, gateway (with its mediasoup worker) and nginx on shifted ports (offsets 150-170,
+Runs the real services, gateway (with its mediasoup worker) and Traefik (the default edge: host names
+resolved to 127.0.0.1 by the client, tests/integration/edge_http.py) on shifted ports (offsets 150-170,
 clear of the other integration tests). Needs `make setup` (worker built, gateway node_modules).
 """
 
@@ -18,20 +19,21 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from loadtest.resolve import StaticResolver
 from sut.config import load_stack_config
 from sut.pki import create_ca
 from sut.procs import ProcessRecord, group_members, is_alive, port_in_use
 from sut.stack import ReferenceStack, StackError, StackInfo, stack_status
+from tests.integration.edge_http import EdgeClient
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def https_get(url: str, ca_cert: Path) -> tuple[int, bytes]:
-    context = ssl.create_default_context(cafile=str(ca_cert))
-    with urllib.request.urlopen(url, context=context, timeout=10) as response:
-        return response.status, response.read()
+def https_get(info: StackInfo, url: str, ca_cert: Path | None = None) -> tuple[int, bytes]:
+    answer = EdgeClient(info, ca_cert=ca_cert).request(url)
+    return answer.status, answer.body
 
 
 def recorded(state_dir: Path) -> list[ProcessRecord]:
@@ -62,25 +64,26 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[StackInfo,
 
 def test_health_through_the_proxy_verifies_against_the_generated_ca(stack) -> None:
     info, records = stack
-    assert info.target_url == "https://localhost:8593"
+    assert info.target_url == "https://webrtc.speechload.test:8593"
+    assert info.resolve_args[:2] == ["--resolve", "webrtc.speechload.test:127.0.0.1"]
     assert sorted(r.name for r in records) == [
-        "gateway", "proxy", "redis", "stt", "translation", "tts", "turn"]
-    status, body = https_get(f"{info.target_url}/health", info.ca_cert)
+        "gateway", "proxy", "redis", "stt", "translation", "tts", "turn", "www"]
+    status, body = https_get(info, f"{info.target_url}/health")
     assert status == 200
-    assert json.loads(body)["status"] == "ok"
+    assert json.loads(body)["status"] == "ok", body
 
 
 def test_another_ca_is_refused(stack, tmp_path: Path) -> None:
     info, _ = stack
     create_ca(tmp_path / "other.pem", tmp_path / "other.key", common_name="not the stack's CA")
     with pytest.raises(urllib.error.URLError) as caught:
-        https_get(f"{info.target_url}/health", tmp_path / "other.pem")
+        https_get(info, f"{info.target_url}/health", tmp_path / "other.pem")
     assert isinstance(caught.value.reason, ssl.SSLCertVerificationError)
 
 
 def test_socketio_polling_handshake_through_the_proxy(stack) -> None:
     info, _ = stack
-    status, body = https_get(f"{info.target_url}/socket.io/?EIO=4&transport=polling", info.ca_cert)
+    status, body = https_get(info, f"{info.target_url}/socket.io/?EIO=4&transport=polling")
     assert status == 200
     text = body.decode()
     assert text.startswith("0"), text  # Engine.IO "open" packet
@@ -92,14 +95,16 @@ async def test_websocket_upgrade_through_the_proxy(stack) -> None:
     info, _ = stack
     context = ssl.create_default_context(cafile=str(info.ca_cert))
     url = f"{info.target_url.replace('https', 'wss')}/socket.io/?EIO=4&transport=websocket"
-    async with aiohttp.ClientSession() as session, session.ws_connect(url, ssl=context) as ws:
+    connector = aiohttp.TCPConnector(resolver=StaticResolver(dict(info.resolve)))
+    async with aiohttp.ClientSession(connector=connector) as session, \
+            session.ws_connect(url, ssl=context) as ws:
         first = await ws.receive_str(timeout=10)
         assert first.startswith("0") and "sid" in first
 
 
 def test_metrics_through_the_proxy(stack) -> None:
     info, _ = stack
-    status, body = https_get(f"{info.target_url}/metrics", info.ca_cert)
+    status, body = https_get(info, f"{info.target_url}/metrics")
     assert status == 200 and b"# TYPE" in body
 
 
@@ -120,8 +125,8 @@ def test_a_stage_down_is_not_started(state_dir: Path) -> None:
     ref = ReferenceStack(load_stack_config("tts-down").with_port_offset(160), state_dir)
     with ref as info:
         records = recorded(state_dir)
-        assert sorted(r.name for r in records) == ["gateway", "proxy", "stt", "translation"]
-        health = json.loads(https_get(f"{info.target_url}/health", info.ca_cert)[1])
+        assert sorted(r.name for r in records) == ["gateway", "proxy", "stt", "translation", "www"]
+        health = json.loads(https_get(info, f"{info.target_url}/health")[1])
         assert health["backends"]["tts"] == "down"
     assert_all_gone(records)
 
@@ -143,7 +148,8 @@ def test_cli_up_status_down_across_processes(state_dir: Path) -> None:
 
     up = cli("up", "--config", "default", "--port-offset", "170")
     assert up.returncode == 0, up.stderr
-    assert "https://localhost:8613" in up.stdout
+    assert "https://webrtc.speechload.test:8613" in up.stdout
+    assert "--resolve webrtc.speechload.test:127.0.0.1" in up.stdout
     records = recorded(state_dir)
     status = cli("status")
     assert status.returncode == 0, status.stdout + status.stderr

@@ -23,7 +23,7 @@ STAGE_ROWS = {"connect", "stt", "translation", "tts", "e2e"}
 def loadtest_run(
     info: StackInfo, out: Path, *args: str, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "loadtest.cli", "run", "--target", info.target_url,
+    cmd = [sys.executable, "-m", "loadtest.cli", "run", "--target", info.target_url, *info.resolve_args,
            "--ca-cert", str(info.ca_cert), "--out", str(out), *args]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
@@ -56,7 +56,7 @@ def test_master_and_two_workers_deliver_the_union_of_the_workers_utterances(
     config = tmp_path / "run.toml"
     config.write_text(f'[scenario]\nfixture_ids = {json.dumps(list(ids))}\n')
     with running_stack("fixed-delays", state_dir, port_offset=240) as info:
-        base = [sys.executable, "-m", "loadtest.cli", "run", "--target", info.target_url,
+        base = [sys.executable, "-m", "loadtest.cli", "run", "--target", info.target_url, *info.resolve_args,
                 "--ca-cert", str(info.ca_cert), "--interval", "4.5", "--config", str(config)]
         master = subprocess.Popen(
             [*base, "--master", "--expect-workers", "2", "--callers", "4", "--spawn-rate", "4",

@@ -4,6 +4,7 @@ from a bare --target and from a reference stack's state dir (files only, no proc
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from loadtest.preflight.config import (
     parse_config,
 )
 from sut.config import load_stack_config, stack_config_to_doc
+from sut.proxy import edge
 
 pytestmark = pytest.mark.unit
 
@@ -172,34 +174,50 @@ headers = { "X-Stats-Key" = "${SPEECHLOAD_TEST_STATS_KEY}" }
     assert (off.health, off.metrics) == ("", "")
 
 
-def fake_state_dir(tmp_path: Path, name: str = "default", offset: int = 7) -> Path:
+def fake_state_dir(tmp_path: Path, name: str = "default", offset: int = 7, proxy: str = "") -> Path:
     """What `loadtest stack up` leaves in a state dir, without starting anything."""
     stack = load_stack_config(name).with_port_offset(offset)
+    if proxy:
+        stack = replace(stack, proxy=replace(stack.proxy, kind=proxy))
     state = tmp_path / "state"
     state.mkdir()
     (state / "stack.json").write_text(json.dumps(stack_config_to_doc(stack)))
     (state / "ca.pem").write_text("not read by the config\n")
     (state / "pids.json").write_text(json.dumps({
-        "config": name, "target_url": f"https://localhost:{stack.proxy.https_port}",
-        "ca_cert": str(state / "ca.pem"), "processes": []}))
+        "config": name, "target_url": edge.target_url(stack), "ca_cert": str(state / "ca.pem"),
+        "proxy_kind": stack.proxy.kind, "resolve": dict(edge.resolve(stack)),
+        "traefik_api": edge.api_url(stack), "processes": []}))
     return state
 
 
 def test_config_from_the_reference_stack_covers_everything_it_runs(tmp_path: Path) -> None:
     config = config_from_stack(fake_state_dir(tmp_path), media=False)
-    assert config.target_url == "https://localhost:8450"
+    assert config.target_url == "https://webrtc.speechload.test:8450"
     assert config.ca_cert == str(tmp_path / "state" / "ca.pem")
-    assert [r.name for r in config.routes] == ["frontend", "gateway /health", "proxy status", "http → https"]
-    assert config.routes[-1].url == "http://localhost:8087/"
+    assert [(r.name, r.url) for r in config.routes] == [
+        ("frontend", "https://www.speechload.test:8450/"),
+        ("gateway /health", "https://webrtc.speechload.test:8450/health"),
+        ("grafana", "https://grafana.speechload.test:8450/"),
+        ("http → https", "http://webrtc.speechload.test:8087/")]
+    assert dict(config.resolve) == {f"{n}.speechload.test": "127.0.0.1" for n in ("webrtc", "www", "grafana")}
+    assert config.traefik_api == "http://127.0.0.1:7487"
+    assert config.proxy_metrics == "http://127.0.0.1:7487/metrics"  # Traefik's Prometheus endpoint
     assert config.turn == (TurnServer("turn:127.0.0.1:3485?transport=udp", "speechload", "speechload-turn"),)
     assert dict(config.backends) == {"stt": "http://127.0.0.1:8009/health",
                                      "translation": "http://127.0.0.1:8012/health",
                                      "tts": "http://127.0.0.1:8010/health"}
     assert config.redis is not None and (config.redis.host, config.redis.port) == ("localhost", 6406)
     assert config.gateway_metrics_required == REFERENCE_GATEWAY_METRICS
-    assert config.proxy_metrics == "https://localhost:8450/nginx_status"
     assert config.prometheus is None  # the reference stack runs no Prometheus: reported as not configured
     assert config.media is False
+
+
+def test_an_nginx_stack_keeps_its_own_routes_and_counters(tmp_path: Path) -> None:
+    config = config_from_stack(fake_state_dir(tmp_path, proxy="nginx"))
+    assert config.target_url == "https://localhost:8450" and not config.resolve and not config.traefik_api
+    assert [r.name for r in config.routes] == ["frontend", "gateway /health", "proxy status", "http → https"]
+    assert config.routes[-1].url == "http://localhost:8087/"
+    assert config.proxy_metrics == "https://localhost:8450/nginx_status"
 
 
 def test_stack_derived_config_uses_the_gateways_configured_redis_name_and_clients_turn_secret(

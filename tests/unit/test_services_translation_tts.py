@@ -182,6 +182,9 @@ async def test_translation_ok_and_health(translation_client: TestClient) -> None
         ({"text": "hola", "language": "--help"}, "field 'language'"),
         ({"text": "hola", "language": "es", "sample_rate": "48k"}, "field 'sample_rate'"),
         ({"text": "hola", "language": "es", "sample_rate": 1000}, "field 'sample_rate'"),
+        ({"text": "hola", "language": "es", "format": "mp3"}, "field 'format'"),
+        ({"text": "hola", "language": "es", "format": "ogg_opus", "bitrate": "32k"}, "field 'bitrate'"),
+        ({"text": "hola", "language": "es", "format": "ogg_opus", "sample_rate": 16000}, "must be 48000"),
     ],
 )
 async def test_tts_bad_requests(tts_client: TestClient, body: object, needle: str) -> None:
@@ -196,3 +199,32 @@ async def test_tts_returns_wav_with_duration_header(tts_client: TestClient) -> N
     audio, rate = sf.read(io.BytesIO(await resp.read()), dtype="int16")
     assert rate == 48000 and audio.ndim == 1
     assert float(resp.headers["X-Audio-Duration-Ms"]) == pytest.approx(1000 * len(audio) / rate, abs=0.1)
+
+
+async def test_tts_returns_ogg_opus_when_asked(tts_client: TestClient) -> None:
+    """What the gateway asks for: Opus packets it only packetizes (48 kHz mono, 20 ms, ~bitrate)."""
+    import av
+
+    text = "diez de tréboles"
+    req = {"text": text, "language": "es", "format": "ogg_opus", "bitrate": 24000}
+    resp = await tts_client.post("/synthesize", json=req)
+    assert resp.status == 200 and resp.headers["Content-Type"] == "audio/ogg; codecs=opus"
+    body = await resp.read()
+    duration_ms = float(resp.headers["X-Audio-Duration-Ms"])
+    assert duration_ms == pytest.approx(1000 * len(speech_like(text, 48000)) / 48000, abs=0.1)
+    with av.open(io.BytesIO(body)) as container:
+        stream = container.streams.audio[0]
+        assert stream.codec_context.name == "opus" and stream.rate == 48000
+        assert stream.codec_context.layout.nb_channels == 1
+        packets = [p for p in container.demux(stream) if p.size]
+        decoded = np.concatenate([f.to_ndarray().reshape(-1) for p in packets for f in p.decode()])
+    assert {p.duration for p in packets[:-1]} == {960}  # 20 ms packets (the last one is trimmed)
+    kbps = 8 * sum(p.size for p in packets) / duration_ms
+    assert 12 < kbps < 36
+    # Speech in, speech out: the decoded level is the synthesized one (-20 dBFS RMS, ±3 dB).
+    full_scale = 1.0 if decoded.dtype.kind == "f" else 32768.0  # FFmpeg's decoder answers floats
+    level = 20 * np.log10(np.sqrt(np.mean(np.square(decoded.astype(np.float64)))) / full_scale)
+    assert -23 < level < -17
+    again = await tts_client.post("/synthesize", json=req)
+    assert await again.read() == body  # the model engine's encodes are cached per text
+

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -94,7 +95,9 @@ def test_gateway_json_carries_the_resolved_values(tmp_path: Path) -> None:
     }
     assert doc["groundTruthPath"] == str(tmp_path / "groundtruth.jsonl")
     assert gateway_json(config, None)["groundTruthPath"] is None
-    assert _target_url(config) == "https://localhost:8453"
+    assert _target_url(config) == "https://webrtc.speechload.test:8453"  # Traefik: routed by host name
+    nginx = replace(config, proxy=replace(config.proxy, kind="nginx"))
+    assert _target_url(nginx) == "https://localhost:8453"
 
 
 def test_faults_leave_services_out(tmp_path: Path) -> None:

@@ -127,6 +127,22 @@ def test_audio_matched_by_rtp_timestamp_not_by_arrival_order() -> None:
     assert done == [tl] and tl.t_audio_onset == 2.9
 
 
+def test_audio_whose_first_packets_were_lost_still_matches_its_utterance() -> None:
+    # A lossy downlink dropped the first two packets: the onset is the third (RTP timestamp + 2·960).
+    corr, done = make_correlator()
+    tl = timeline(1)
+    corr.expect(tl)
+    tl.t_send_start, tl.t_speech_end = 1.0, 2.0
+    corr.on_event(Transcription("s1", "mic-1", "a", None, None), 2.5)
+    corr.on_event(Translation("s1", "b", None), 2.6)
+    corr.on_event(TtsStart("s1", None, 2**32 - 960, 500.0, None), 2.8)  # across the 32-bit wrap
+    corr.on_onset(Onset(2.9, 2**32 - 960 - 960, 1, True))  # before the announced audio: not its own
+    corr.on_onset(Onset(2.95, 960 + 48 * 500, 9, False))  # past its 500 ms: not its own
+    assert done == []
+    corr.on_onset(Onset(3.0, 960, 3, False))
+    assert done == [tl] and tl.t_audio_onset == 3.0
+
+
 def test_gateway_error_ends_the_utterance_as_error() -> None:
     corr, done = make_correlator()
     tl = timeline(1)

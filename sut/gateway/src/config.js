@@ -25,6 +25,7 @@ const DEFAULTS = {
   logLevel: 'info',
   redis: null, // {host, port}: coordinate rooms across gateway replicas through Redis; null: one node
   sessionIdPrefix: '', // put before Engine.IO session ids, so a proxy can route a session to its replica
+  tapLoss: 0, // fault: fraction of mic RTP packets the tap drops (stack config [faults] tap_loss)
 };
 
 class ConfigError extends Error {}
@@ -80,6 +81,7 @@ function buildConfig(raw) {
   }
   checkNumber(cfg, 'requestTimeoutMs', '', { min: 1, max: 600000 });
   checkNumber(cfg, 'ttsGapMs', '', { min: 0, max: 10000 });
+  checkNumber(cfg, 'tapLoss', '', { min: 0, max: 0.99 });
   if (typeof cfg.reportErrors !== 'boolean') {
     throw new ConfigError(`'reportErrors' must be true or false, got ${JSON.stringify(cfg.reportErrors)}`);
   }

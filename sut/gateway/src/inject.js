@@ -3,20 +3,25 @@
 // address from the first packet) with an Opus Producer, fed by a local UDP socket at real-time
 // pace. Utterances play back to back in enqueue order, separated by at least gapMs of nothing
 // (the producer sends no packets between utterances).
+//
+// The injector packetizes and paces; it does not encode. An utterance is a clip of Opus packets
+// (ttsaudio.js): the TTS service's own Ogg Opus packets, or, for a WAV answer (or raw samples
+// given to enqueue), packets encoded as they play by an encoder that lives only as long as that
+// clip plays. No codec state per caller, so no per-process limit on callers.
 
 const crypto = require('crypto');
 const dgram = require('dgram');
-const OpusScript = require('opusscript');
 const { buildRtp } = require('./rtp');
+const { PcmClip } = require('./ttsaudio');
+const opus = require('./opus');
 const { nowMs } = require('./clock');
 const { logger } = require('./logger');
 
 const log = logger('inject');
 const SAMPLE_RATE = 48000;
-const FRAME_SAMPLES = 960; // 20 ms
-const FRAME_MS = 20;
+const SAMPLES_PER_MS = SAMPLE_RATE / 1000;
+const MIN_TS_STEP = 960; // one 20 ms frame: RTP time of a new utterance stays ahead of the last one
 const PAYLOAD_TYPE = 100;
-const OPUS_SET_COMPLEXITY = 4010;
 const SEND_EARLY_TOLERANCE_MS = 0.5; // a packet due within this is sent now instead of re-arming a timer
 
 class Injector {
@@ -43,17 +48,12 @@ class Injector {
     this.socket = null;
     this.transport = null;
     this.producer = null;
-    // Mono encode: the codec is opus/48000/2 (as every Opus SDP says) but a mono stream is valid
-    // in it, and half the encoding cost.
-    this.encoder = new OpusScript(SAMPLE_RATE, 1, OpusScript.Application.VOIP);
-    this.encoder.setBitrate(32000);
-    this.encoder.encoderCTL(OPUS_SET_COMPLEXITY, 5); // speech quality is plenty; CPU is shared
     this.ssrc = crypto.randomBytes(4).readUInt32BE(0);
     this.seq = crypto.randomBytes(2).readUInt16BE(0);
     this.clockZeroMs = nowMs();
     this.tsBase = crypto.randomBytes(4).readUInt32BE(0);
     this.lastTs = null;
-    this.queue = []; // pending {samples, resolve, reject}
+    this.queue = []; // pending {clip, resolve, reject, enqueuedMs}
     this.current = null; // the utterance being sent
     this.nextFreeMs = 0; // earliest start of the next utterance (end of the previous + gap)
     this.timer = null;
@@ -78,6 +78,8 @@ class Injector {
       appData: { kind: 'inject', sourceProducerId: this.sourceProducerId },
     });
     this.dest = { ip: this.transport.tuple.localIp, port: this.transport.tuple.localPort };
+    // A connected socket: each send skips the address lookup and the kernel's route lookup.
+    await new Promise((resolve) => this.socket.connect(this.dest.port, this.dest.ip, resolve));
     this.producer = await this.transport.produce({
       kind: 'audio',
       rtpParameters: {
@@ -93,19 +95,21 @@ class Injector {
   }
 
   /**
-   * Queue 48 kHz mono samples for playback. Resolves when the first packet has been sent, with
-   * {rtpTimestamp, sentMs, durationMs, queuedMs}; rejects if the injector closes first.
+   * Queue a clip (ttsaudio.js) — or 48 kHz mono samples, encoded as they play — for playback.
+   * Resolves when the first packet has been sent, with {rtpTimestamp, sentMs, durationMs, queuedMs};
+   * rejects if the injector closes first.
    */
-  enqueue(samples) {
+  enqueue(audio) {
     if (this.closed) return Promise.reject(new Error('TTS producer closed'));
+    const clip = audio instanceof Int16Array ? new PcmClip(audio) : audio;
     return new Promise((resolve, reject) => {
-      this.queue.push({ samples, resolve, reject, enqueuedMs: nowMs() });
+      this.queue.push({ clip, resolve, reject, enqueuedMs: nowMs() });
       if (!this.current) this._startNext();
     });
   }
 
   _rtpClock(atMs) {
-    return (this.tsBase + Math.round((atMs - this.clockZeroMs) * (SAMPLE_RATE / 1000))) >>> 0;
+    return (this.tsBase + Math.round((atMs - this.clockZeroMs) * SAMPLES_PER_MS)) >>> 0;
   }
 
   _startNext() {
@@ -115,21 +119,27 @@ class Injector {
     const startMs = Math.max(now, this.nextFreeMs);
     let ts0 = this._rtpClock(startMs);
     // Keep RTP time strictly ahead of the previous utterance even if rounding says otherwise.
-    if (this.lastTs !== null && ((ts0 - this.lastTs) | 0) < FRAME_SAMPLES) ts0 = (this.lastTs + FRAME_SAMPLES) >>> 0;
-    const frames = Math.max(1, Math.ceil(item.samples.length / FRAME_SAMPLES));
-    this.current = { ...item, frames, index: 0, startMs, ts0 };
-    this.nextFreeMs = startMs + frames * FRAME_MS + this.gapMs;
+    if (this.lastTs !== null && ((ts0 - this.lastTs) | 0) < MIN_TS_STEP) ts0 = (this.lastTs + MIN_TS_STEP) >>> 0;
+    this.current = { ...item, index: 0, next: null, startMs, ts0 };
+    this.nextFreeMs = startMs + item.clip.totalSamples / SAMPLES_PER_MS + this.gapMs;
     this._pump();
   }
 
+  /** The current utterance is done (or failed): free its clip, start the next one. */
+  _finish() {
+    if (this.current) this.current.clip.free();
+    this.current = null;
+    this._startNext(); // re-enters _pump via its own schedule
+  }
+
   // Send every packet that is due, then sleep until the next one. Due times are absolute
-  // (startMs + 20 ms × index), so timer lateness never accumulates into drift.
+  // (startMs + the packet's offset in the clip), so timer lateness never accumulates into drift.
   _pump() {
     this.timer = null;
     if (this.closed) return;
     while (this.current) {
       const c = this.current;
-      const dueMs = c.startMs + c.index * FRAME_MS;
+      const dueMs = c.startMs + c.clip.offset(c.index) / SAMPLES_PER_MS;
       const now = nowMs();
       if (dueMs > now + SEND_EARLY_TOLERANCE_MS) {
         this.timer = setTimeout(() => this._pump(), Math.max(1, Math.floor(dueMs - now)));
@@ -141,55 +151,30 @@ class Injector {
         // One utterance fails; the producer's queue must go on (a stuck injector times out all later ones).
         log.error(`TTS injection failed: ${err.message}`);
         if (c.index === 0) c.reject(err);
-        this.current = null;
-        this._startNext();
+        this._finish();
         return;
       }
-      if (c.index >= c.frames) {
-        this.current = null;
-        this._startNext(); // re-enters _pump via its own schedule
+      if (c.index >= c.clip.frames) {
+        this._finish();
         return;
       }
     }
-  }
-
-  _encode(c, i) {
-    let frame = c.samples.subarray(i * FRAME_SAMPLES, (i + 1) * FRAME_SAMPLES);
-    if (frame.length < FRAME_SAMPLES) {
-      const padded = new Int16Array(FRAME_SAMPLES);
-      padded.set(frame);
-      frame = padded;
-    }
-    const pcm = Buffer.from(frame.buffer, frame.byteOffset, FRAME_SAMPLES * 2);
-    try {
-      return this.encoder.encode(pcm, FRAME_SAMPLES);
-    } catch (err) {
-      // opusscript (wasm) can fail an instance ("Bad argument"); a fresh encoder usually works.
-      log.warn(`TTS encoder failed (${err.message}); recreating it`);
-      try { this.encoder.delete(); } catch (_) { /* already unusable */ }
-      this._newEncoder();
-      return this.encoder.encode(pcm, FRAME_SAMPLES);
-    }
-  }
-
-  _newEncoder() {
-    this.encoder = new OpusScript(SAMPLE_RATE, 1, OpusScript.Application.VOIP);
-    this.encoder.setBitrate(32000);
-    this.encoder.encoderCTL(OPUS_SET_COMPLEXITY, 5);
   }
 
   _sendFrame(c, now, dueMs) {
     const i = c.index;
-    // The next frame is encoded right after this one is sent, so a due packet only costs a send.
-    const payload = c.next || this._encode(c, i);
-    const timestamp = (c.ts0 + i * FRAME_SAMPLES) >>> 0;
+    // A WAV clip encodes the next frame right after this one is sent, so a due packet only costs a send.
+    const payload = c.next || c.clip.packet(i);
+    const timestamp = (c.ts0 + c.clip.offset(i)) >>> 0;
     const packet = buildRtp({ payloadType: PAYLOAD_TYPE, sequenceNumber: this.seq, timestamp, ssrc: this.ssrc, marker: i === 0, payload });
     this.seq = (this.seq + 1) & 0xffff;
     this.lastTs = timestamp;
-    this.socket.send(packet, this.dest.port, this.dest.ip);
+    // Read before sending: on a connected socket the packet can reach a listener (loopback, another
+    // core) before send() returns, and the send time must not be later than any arrival.
     const sentMs = nowMs();
+    this.socket.send(packet);
     c.index += 1;
-    c.next = c.index < c.frames ? this._encode(c, c.index) : null;
+    c.next = c.index < c.clip.frames ? c.clip.packet(c.index) : null;
     const lateness = sentMs - dueMs;
     this.stats.packets += 1;
     this.stats.sumLatenessMs += lateness;
@@ -198,7 +183,7 @@ class Injector {
     this.metrics.ttsLateness.observe({}, Math.max(0, lateness));
     if (i === 0) {
       this.stats.utterances += 1;
-      c.resolve({ rtpTimestamp: timestamp, sentMs, durationMs: (c.samples.length * 1000) / SAMPLE_RATE, queuedMs: c.startMs - c.enqueuedMs });
+      c.resolve({ rtpTimestamp: timestamp, sentMs, durationMs: c.clip.durationMs, queuedMs: c.startMs - c.enqueuedMs });
     }
   }
 
@@ -207,25 +192,24 @@ class Injector {
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
     const err = new Error('TTS producer closed');
-    if (this.current && this.current.index === 0) this.current.reject(err);
-    for (const item of this.queue) item.reject(err);
+    if (this.current) {
+      if (this.current.index === 0) this.current.reject(err);
+      this.current.clip.free();
+    }
+    for (const item of this.queue) {
+      item.reject(err);
+      item.clip.free();
+    }
     this.queue = [];
     this.current = null;
     if (this.transport) this.transport.close(); // closes the producer
     if (this.socket) this.socket.close();
-    this.encoder.delete();
   }
 }
 
-/**
- * Pay opusscript's one-time costs up front: it instantiates its wasm on first use and V8 compiles
- * each wasm function lazily on its first call (10–50 ms each for encode and decode). Paid inside
- * the pacing loop, that would make an utterance's first packets late and then burst.
- */
+/** Pay the Opus codec's one-time costs at start (opus.js); kept under this name for callers. */
 function warmUpOpus() {
-  const codec = new OpusScript(SAMPLE_RATE, 1, OpusScript.Application.VOIP);
-  codec.decode(codec.encode(Buffer.alloc(FRAME_SAMPLES * 2), FRAME_SAMPLES));
-  codec.delete();
+  opus.warmUp();
 }
 
 module.exports = { Injector, warmUpOpus };

@@ -3,7 +3,9 @@
 // gateway needs no metrics dependency. Exposition format 0.0.4.
 
 function labelKey(labels) {
-  const keys = Object.keys(labels).sort();
+  const keys = Object.keys(labels);
+  if (keys.length === 0) return ''; // the common case, per packet: skip the work below
+  keys.sort();
   return keys.map((k) => `${k}="${String(labels[k]).replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`).join(',');
 }
 
@@ -117,6 +119,8 @@ function createMetrics() {
       'WebRtcTransport creation to DTLS connected', LATENCY_BUCKETS_S)),
     tapPackets: r.add(new Counter('gateway_tap_packets_total', 'RTP packets received by the pipeline taps')),
     tapLost: r.add(new Counter('gateway_tap_lost_packets_total', 'RTP packets missing at the taps (sequence gaps)')),
+    tapDecoded: r.add(new Counter('gateway_tap_decoded_packets_total',
+      'Tap packets Opus-decoded: every packet with the energy VAD; with the audio-level VAD only the packets of utterances, when they end')),
     ttsPackets: r.add(new Counter('gateway_tts_packets_total', 'RTP packets injected into TTS producers')),
     ttsLateness: r.add(new Histogram('gateway_tts_send_lateness_ms', 'TTS packet send time minus its scheduled time (ms)', SMALL_BUCKETS_MS)),
     socketRequests: r.add(new Counter('gateway_signaling_requests_total', 'Signaling requests by event and result', true)),

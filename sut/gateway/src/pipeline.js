@@ -8,7 +8,8 @@
 // did, and TTS audio is enqueued in utterance order. The gates below implement that.
 
 const crypto = require('crypto');
-const { encodeWav, decodeWav, resampleLinear } = require('./wav');
+const { encodeWav } = require('./wav');
+const { clipFromTts } = require('./ttsaudio');
 const { nowMs } = require('./clock');
 const { logger } = require('./logger');
 
@@ -75,8 +76,9 @@ class Pipeline {
     const stageDone = (stage) => gates[stage].release();
     let stage = 'stt';
     try {
-      // STT: request at once, publish in order.
-      const wav = encodeWav(u.audio, u.sampleRate);
+      // STT: request at once, publish in order. With the audio-level VAD the utterance's audio is
+      // still being decoded (a promise; tap.js), with the energy VAD it is there already.
+      const wav = encodeWav(await u.audio, u.sampleRate);
       const text = await this._settle(this.backends.transcribe(wav, this.sourceLanguage, signal));
       await gates.stt.prev;
       if (text.error) throw new StageFailure('stt', text.error);
@@ -113,13 +115,9 @@ class Pipeline {
       stageDone('translation');
 
       stage = 'tts';
+      // Opus packets (Ogg) from the service, ready to packetize; a WAV answer is encoded as it plays.
       const audio = await this._settle(this.backends.synthesize(translated.value, this.targetLanguage, signal)
-        .then((wavBytes) => {
-          const { sampleRate, samples } = decodeWav(wavBytes);
-          if (samples.length === 0) throw new Error('TTS returned no audio');
-          if (sampleRate !== 48000) log.warn(`TTS answered ${sampleRate} Hz, not the 48000 Hz asked for: resampling`);
-          return resampleLinear(samples, sampleRate, 48000);
-        }));
+        .then(clipFromTts));
       await gates.tts.prev;
       if (audio.error) throw new StageFailure('tts', audio.error);
       if (this.closed) throw new StageFailure('tts', 'aborted: producer closed');

@@ -206,6 +206,7 @@ class Room {
         vad: this.config.vad,
         metrics: this.metrics,
         onUtterance: (u) => pipeline.onUtterance(u),
+        loss: this.config.tapLoss,
       });
       if (producer.closed) throw new Error('producer closed while its pipeline started');
       this.sessions.set(producer.id, { tap, injector, pipeline, peerId: peer.id });

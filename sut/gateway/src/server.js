@@ -113,8 +113,8 @@ class Gateway {
   }
 
   /**
-   * Pay one-time costs before the first caller does: Opus codec compilation (inject.js) and the
-   * loading of fetch's implementation on the first request (~100 ms). Also logs which backends answer.
+   * Pay one-time costs before the first caller does: Opus codec compilation (opus.js) and the
+   * first requests to the backends (keep-alive connections). Also logs which backends answer.
    */
   async _warmUp() {
     warmUpOpus();

@@ -11,6 +11,12 @@
 //     all arrives for hangoverMs (the tap calls flush()), or when it reaches maxUtteranceMs
 //     (then the next voiced frame starts a new utterance);
 //   * speech end = receive time of the packet carrying the LAST voiced frame.
+//
+// What the VAD keeps of each frame is opaque to it (`media`): decoded samples on the energy path
+// (push), or, on the audio-level path, the packet's Opus payload (unit: one packet is one unit, its
+// voice decision being the packet's own), decoded only when an utterance ends. Either way it keeps
+// at most the preroll window plus one utterance (maxUtteranceMs), and `assemble` turns an
+// utterance's media into its audio.
 
 const FRAME_MS = 20;
 
@@ -27,9 +33,11 @@ function rmsDbfs(samples, start = 0, end = samples.length) {
 class Vad {
   /**
    * @param {object} opts thresholdDbfs, hangoverMs, maxUtteranceMs, prerollMs, sampleRate,
-   *   onUtterance(u) with u = {speechStartMs, speechEndMs, voicedMs, audio: Int16Array, sampleRate, reason}
+   *   onUtterance(u) with u = {speechStartMs, speechEndMs, voicedMs, audioMs, audio, sampleRate, reason},
+   *   assemble(chunks) → u.audio, from the utterance's [{n, media}] in order (default: the media are
+   *   Int16Array frames, concatenated; it may return a promise of the Int16Array)
    */
-  constructor({ thresholdDbfs, hangoverMs, maxUtteranceMs, prerollMs = 0, sampleRate = 48000, onUtterance }) {
+  constructor({ thresholdDbfs, hangoverMs, maxUtteranceMs, prerollMs = 0, sampleRate = 48000, onUtterance, assemble = concatPcm }) {
     this.threshold = thresholdDbfs;
     this.sampleRate = sampleRate;
     this.frameSamples = (sampleRate * FRAME_MS) / 1000;
@@ -37,7 +45,8 @@ class Vad {
     this.maxSamples = Math.round((maxUtteranceMs * sampleRate) / 1000);
     this.prerollSamples = Math.round((prerollMs * sampleRate) / 1000);
     this.onUtterance = onUtterance;
-    this.preroll = []; // recent unvoiced frames while idle
+    this.assemble = assemble;
+    this.preroll = []; // recent unvoiced {n, media} while idle
     this.prerollLen = 0;
     this.utt = null; // the open utterance
     this.carry = null; // samples of an incomplete 20 ms frame awaiting the next packet
@@ -64,7 +73,9 @@ class Vad {
     }
     let off = 0;
     for (; off + this.frameSamples <= data.length; off += this.frameSamples) {
-      this._frame(data.subarray(off, off + this.frameSamples), recvMs, voiced);
+      const frame = data.subarray(off, off + this.frameSamples);
+      const v = voiced === null ? rmsDbfs(frame) >= this.threshold : voiced;
+      this._frame(frame.length, recvMs, v, frame);
     }
     if (off < data.length) {
       this.carry = data.slice(off);
@@ -77,45 +88,51 @@ class Vad {
     if (missingSamples > 0) this.push(new Int16Array(missingSamples), recvMs);
   }
 
+  /**
+   * Feed one packet as one unit of n samples with its own voice decision (audio-level path); media is
+   * what the utterance keeps of it (the Opus payload; null for a lost packet: silence).
+   */
+  unit(n, recvMs, voiced, media) {
+    if (n > 0) this._frame(n, recvMs, voiced, media);
+  }
+
   /** Close the open utterance now (packets stopped, or the producer closed). */
   flush(reason = 'idle') {
     if (this.utt) this._end(reason);
   }
 
-  _frame(frame, recvMs, packetVoiced = null) {
-    const voiced = packetVoiced === null ? rmsDbfs(frame) >= this.threshold : packetVoiced;
+  _frame(n, recvMs, voiced, media) {
     const u = this.utt;
     if (!u) {
       if (voiced) {
-        this._start(frame, recvMs);
+        this._start(n, recvMs, media);
       } else if (this.prerollSamples > 0) {
-        this.preroll.push(frame.slice());
-        this.prerollLen += frame.length;
-        while (this.prerollLen - this.preroll[0].length >= this.prerollSamples) {
-          this.prerollLen -= this.preroll.shift().length;
+        this.preroll.push({ n, media: keep(media) });
+        this.prerollLen += n;
+        while (this.prerollLen - this.preroll[0].n >= this.prerollSamples) {
+          this.prerollLen -= this.preroll.shift().n;
         }
       }
       return;
     }
-    u.chunks.push(frame.slice());
-    u.speechSamples += frame.length;
+    u.chunks.push({ n, media: keep(media) });
+    u.speechSamples += n;
     if (voiced) {
       u.lastVoicedRecvMs = recvMs;
       u.voicedThroughSamples = u.speechSamples;
       u.unvoicedRun = 0;
     } else {
-      u.unvoicedRun += frame.length;
+      u.unvoicedRun += n;
     }
     if (u.unvoicedRun >= this.hangoverSamples) this._end('hangover');
     else if (u.speechSamples >= this.maxSamples) this._end('max');
   }
 
-  _start(frame, recvMs) {
+  _start(n, recvMs, media) {
     this.utt = {
-      chunks: [...this.preroll, frame.slice()],
-      prerollSamples: this.prerollLen,
-      speechSamples: frame.length, // from the first voiced frame on
-      voicedThroughSamples: frame.length,
+      chunks: [...this.preroll, { n, media: keep(media) }],
+      speechSamples: n, // from the first voiced frame on
+      voicedThroughSamples: n,
       unvoicedRun: 0,
       speechStartMs: recvMs,
       lastVoicedRecvMs: recvMs,
@@ -127,23 +144,34 @@ class Vad {
   _end(reason) {
     const u = this.utt;
     this.utt = null;
-    const total = u.chunks.reduce((n, c) => n + c.length, 0);
-    const audio = new Int16Array(total);
-    let off = 0;
-    for (const c of u.chunks) {
-      audio.set(c, off);
-      off += c.length;
-    }
+    const total = u.chunks.reduce((sum, c) => sum + c.n, 0);
     this.onUtterance({
       speechStartMs: u.speechStartMs,
       speechEndMs: u.lastVoicedRecvMs,
       voicedMs: (u.voicedThroughSamples * 1000) / this.sampleRate, // first to last voiced frame
       audioMs: (total * 1000) / this.sampleRate,
-      audio,
+      audio: this.assemble(u.chunks),
       sampleRate: this.sampleRate,
       reason,
     });
   }
 }
 
-module.exports = { Vad, rmsDbfs, FRAME_MS };
+/** Decoded frames are views into a packet's samples: keep a copy. Payloads are kept as they are. */
+function keep(media) {
+  return media instanceof Int16Array ? media.slice() : media;
+}
+
+/** The default assembly: the utterance's decoded frames, concatenated. */
+function concatPcm(chunks) {
+  const total = chunks.reduce((sum, c) => sum + c.n, 0);
+  const audio = new Int16Array(total);
+  let off = 0;
+  for (const c of chunks) {
+    audio.set(c.media, off);
+    off += c.n;
+  }
+  return audio;
+}
+
+module.exports = { Vad, rmsDbfs, concatPcm, FRAME_MS };

@@ -1,10 +1,11 @@
 'use strict';
 // WAV (RIFF PCM 16-bit) encode for STT requests and decode for TTS responses.
 
-/** Mono s16le PCM samples (Int16Array) → a complete WAV file buffer. */
-function encodeWav(samples, sampleRate) {
-  const dataBytes = samples.length * 2;
-  const buf = Buffer.alloc(44 + dataBytes);
+const HEADER_BYTES = 44;
+// Samples made by allocWavPcm() → the WAV buffer they live in (weak: gone with the samples).
+const IN_WAV = new WeakMap();
+
+function writeHeader(buf, dataBytes, sampleRate) {
   buf.write('RIFF', 0, 'ascii');
   buf.writeUInt32LE(36 + dataBytes, 4);
   buf.write('WAVE', 8, 'ascii');
@@ -18,8 +19,30 @@ function encodeWav(samples, sampleRate) {
   buf.writeUInt16LE(16, 34); // bits per sample
   buf.write('data', 36, 'ascii');
   buf.writeUInt32LE(dataBytes, 40);
-  Buffer.from(samples.buffer, samples.byteOffset, dataBytes).copy(buf, 44);
+}
+
+/** Mono s16le PCM samples (Int16Array) → a complete WAV file buffer (no copy for allocWavPcm's). */
+function encodeWav(samples, sampleRate) {
+  const made = IN_WAV.get(samples);
+  if (made && made.sampleRate === sampleRate) return made.buf;
+  const dataBytes = samples.length * 2;
+  const buf = Buffer.alloc(HEADER_BYTES + dataBytes);
+  writeHeader(buf, dataBytes, sampleRate);
+  Buffer.from(samples.buffer, samples.byteOffset, dataBytes).copy(buf, HEADER_BYTES);
   return buf;
+}
+
+/**
+ * n zeroed mono samples that already sit inside a complete WAV buffer: fill them, and encodeWav()
+ * hands that buffer out as it is. An utterance's audio is a few hundred KB; not copying it once more
+ * spares the garbage collector as much as the copy.
+ */
+function allocWavPcm(n, sampleRate) {
+  const buf = Buffer.alloc(HEADER_BYTES + 2 * n); // its own ArrayBuffer at offset 0: samples 2-aligned
+  writeHeader(buf, 2 * n, sampleRate);
+  const samples = new Int16Array(buf.buffer, buf.byteOffset + HEADER_BYTES, n);
+  IN_WAV.set(samples, { buf, sampleRate });
+  return samples;
 }
 
 /**
@@ -94,4 +117,4 @@ function resampleLinear(samples, fromRate, toRate) {
   return out;
 }
 
-module.exports = { encodeWav, decodeWav, resampleLinear };
+module.exports = { encodeWav, allocWavPcm, decodeWav, resampleLinear };

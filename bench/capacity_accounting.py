@@ -1,0 +1,143 @@
+"""The capacity bench's accounting, as pure functions (tests/unit/test_capacity_accounting.py).
+
+* Stage error against the stack's ground truth: the stack logs, per utterance, when the gateway heard
+  its last voiced packet, emitted its transcript and translation and sent the first translated packet
+  (``groundtruth.jsonl``, CLOCK_MONOTONIC, docs/protocol.md "Ground truth"); the tester times the same
+  stages on the same clock from its side. Stage error = |tester's stage − ground truth's same stage|
+  per utterance: what transport and the tester's own lateness add to a measurement.
+* ``limited_by``: what stopped a capacity ramp.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# stage: (tester end, tester start, ground-truth end, ground-truth start)
+STAGE_MARKS = {
+    "stt": ("t_transcript", "t_speech_end", "transcription", "speech_end"),
+    "translation": ("t_translation", "t_transcript", "translation", "transcription"),
+    "tts": ("t_audio_onset", "t_translation", "tts_first_packet", "translation"),
+    "e2e": ("t_audio_onset", "t_speech_end", "tts_first_packet", "speech_end"),
+}
+
+BUSY_PERCENT = 85.0  # a core this busy (of 100 % = the whole core) over a window counts as saturated
+OWN_FRACTION = 0.5  # the tester's own share of its busy core below this fraction: other work contended
+LIMITS = ("tester", "stack", "ports", "time")
+
+
+def quantile(ordered: list[float], q: float) -> float:
+    """Nearest-rank quantile of a sorted list (nan when empty)."""
+    if not ordered:
+        return float("nan")
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+class GroundTruth:
+    """The stack's ground-truth log, read incrementally: utterance id → {kind: t (s)}, first of each kind."""
+
+    def __init__(self) -> None:
+        self.marks: dict[str, dict[str, float]] = {}
+        self._partial = ""
+
+    def feed(self, text: str) -> None:
+        """More of the file; a last line without its newline waits for the rest."""
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            marks = self.marks.setdefault(str(record["utteranceId"]), {})
+            marks.setdefault(record["kind"], float(record["t"]))
+
+
+@dataclass
+class StageErrors:
+    errors_ms: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGE_MARKS})
+    unmatched: int = 0  # utterances the tester timed whose server id the ground truth does not know
+
+    def p99_ms(self) -> dict[str, float | None]:
+        return {stage: (round(quantile(sorted(v), 0.99), 2) if v else None)
+                for stage, v in self.errors_ms.items()}
+
+
+def stage_errors(measured: Iterable[Any], truth: Mapping[str, Mapping[str, float]]) -> StageErrors:
+    """|tester stage − ground-truth stage| (ms) per utterance and stage, where both sides timed it.
+
+    ``measured``: objects with ``server_utterance_id`` and the tester's ``t_*`` marks (seconds), as
+    ``UtteranceTimeline``. An utterance without a server id (nothing came back) is skipped; one whose
+    id the ground truth lacks is counted in ``unmatched``.
+    """
+    out = StageErrors()
+    for tl in measured:
+        server_id = getattr(tl, "server_utterance_id", None)
+        if server_id is None:
+            continue
+        marks = truth.get(str(server_id))
+        if marks is None:
+            out.unmatched += 1
+            continue
+        for stage, (t_end, t_start, g_end, g_start) in STAGE_MARKS.items():
+            end, start = getattr(tl, t_end, None), getattr(tl, t_start, None)
+            if end is None or start is None or g_end not in marks or g_start not in marks:
+                continue
+            tester_s = end - start
+            truth_s = marks[g_end] - marks[g_start]
+            out.errors_ms[stage].append(abs(tester_s - truth_s) * 1000.0)
+    return out
+
+
+@dataclass(frozen=True)
+class StepLoad:
+    """What the limit decision needs to know of a failed step."""
+
+    late: bool  # the tester's send lateness p99 was over the limit
+    stack_failed: bool  # utterances not ok, onsets missed, callers that did not connect or dropped out
+    tester_core_percent: float  # busy share of the tester's pinned core over the window
+    stack_core_percent: float  # busy share of the stack's pinned core
+    ports_exhausted: bool = False  # a connect failed for want of an RTC port
+    tester_own_percent: float = 0.0  # the tester process's own CPU share (the rest of its core: other work)
+
+
+def limited_by(failed: StepLoad | None, *, next_step_over_ports: bool,
+               busy_percent: float = BUSY_PERCENT) -> str:
+    """What stopped the ramp: ``tester`` | ``stack`` | ``ports`` | ``time``.
+
+    ``failed``: the first failing step (None: no step failed; the ramp ended on its budget or step list,
+    or because the next step needs more RTC ports than the stack has: ``next_step_over_ports``).
+
+    * ports: the RTC port range ran out (a connect failed for want of a port, or the next step would not fit);
+    * tester: the tester was late (lateness p99 over the limit) while its core was busy and the stack's
+      was not — or late while neither core was busy (lateness on the tester's core: its own work, or
+      unpinned work sharing the core; ``per_core_measured`` tells them apart);
+    * stack: the stack's core was saturated, or the stack failed utterances or calls, before the tester
+      was saturated;
+    * time: nothing failed before the budget (or the step list) ran out.
+    """
+    if failed is None:
+        return "ports" if next_step_over_ports else "time"
+    if failed.ports_exhausted:
+        return "ports"
+    tester_busy = failed.tester_core_percent >= busy_percent
+    stack_busy = failed.stack_core_percent >= busy_percent
+    if failed.late and tester_busy and not stack_busy:
+        return "tester"
+    if stack_busy or failed.stack_failed:
+        return "stack"
+    return "tester" if failed.late else "stack"
+
+
+def per_core_measured(limit: str, failed: StepLoad | None) -> bool:
+    """Whether the largest passing step is what one tester core carries, measured, not a lower bound.
+
+    Only when the tester's core stopped the ramp, and mostly with the tester's own work: when other
+    processes (unpinned work elsewhere on the machine) took most of that core's busy time, the tester
+    got late sooner than it would alone, and the figure is a lower bound.
+    """
+    if limit != "tester" or failed is None:
+        return False
+    return failed.tester_own_percent >= OWN_FRACTION * failed.tester_core_percent

@@ -1,0 +1,42 @@
+"""The fault matrix, short: four representative faults on the real stack (bench/faults.py runs all).
+
+Each fault is real (a stack config [faults] key, or the gateway SIGKILLed mid-utterance and restarted)
+and each run must leave the tester alive, the report built, `sent == ok + timeout + error`, every
+failed utterance naming its stage and why, and the outcome the fault implies (sut/faultcases.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sut.faultcases import by_name
+from sut.faultkit import run_fault
+from sut.stack import StackError, mediasoup_worker_bin
+from tests.prereq import missing
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+PORT_OFFSET = 1475
+
+
+@pytest.fixture(autouse=True)
+def _prerequisites() -> None:
+    try:
+        mediasoup_worker_bin()
+    except StackError as exc:
+        missing(str(exc))
+
+
+@pytest.mark.parametrize(("name", "duration_s"), [
+    ("stt-500", 12.0),  # a service answering 500: errors at stt, with the server's reason
+    ("tts-garbage", 12.0),  # a service answering nonsense: errors at tts, naming the bad audio
+    ("gateway-restart", 24.0),  # killed mid-utterance and restarted: errors, reconnects, ok again
+    ("gateway-restart-stay-down", 20.0),  # the same without reconnect: callers stay down
+])
+def test_fault(tmp_path: Path, name: str, duration_s: float) -> None:
+    fault = by_name([name])[0]
+    observed = run_fault(fault, tmp_path, PORT_OFFSET, duration_s=duration_s)
+    problems = observed.problems + fault.check(observed)
+    print(f"{name}: {observed.describe()}")
+    assert not problems, f"{problems}\n{observed.tester_log[-3000:]}"
