@@ -88,7 +88,8 @@ def test_prometheus_scrapes_the_tester_and_every_dashboard_query_has_data(tmp_pa
         started = time.time()
         proc = subprocess.run(
             [sys.executable, "-m", "loadtest.cli", "run", "--config", str(config), "--target",
-             info.target_url, "--ca-cert", str(info.ca_cert), "--engine", "direct", "--callers", "2",
+             info.target_url, *info.resolve_args, "--ca-cert", str(info.ca_cert), "--engine", "direct",
+             "--callers", "2",
              "--duration", "24", "--skip-preflight", "--metrics-port", str(prom.tester_port),
              "--scenario", SCENARIO, "--out", str(out), "--junit", str(tmp_path / "run.xml")],
             cwd=REPO, capture_output=True, text=True, timeout=240, check=False)
