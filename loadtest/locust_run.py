@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -87,8 +88,18 @@ def locust_command(
     if swarm.master:
         cmd += ["--master", "--expect-workers", str(swarm.expect_workers)]
     elif swarm.processes:
-        cmd += ["--processes", str(swarm.processes)]
+        # The master and its forked workers talk on this machine only, on a port nobody else holds
+        # (locust's default binds 5557 on every interface: a second run beside this one would fail).
+        port = free_loopback_port()
+        cmd += ["--processes", str(swarm.processes), "--master-bind-host", "127.0.0.1",
+                "--master-bind-port", str(port), "--master-host", "127.0.0.1", "--master-port", str(port)]
     return cmd
+
+
+def free_loopback_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def child_env(cfg: RunConfig, target_url: str = "") -> dict[str, str]:
