@@ -133,7 +133,8 @@ class RunResult:
                 "callers": failed.callers, "why": failed.why,
                 "tester_core_percent": round(failed.tester_core_percent, 1),
                 "tester_own_percent": round(failed.cpu_percent, 1),
-                "stack_core_percent": round(failed.stack_core_percent, 1)},
+                "stack_core_percent": round(failed.stack_core_percent, 1),
+                "stack_own_percent": round(sum(failed.stack_percent.values()), 1)},
         }
 
 

@@ -31,6 +31,7 @@ from loadtest.credentials import AUTH_TOKEN_ENV, credentials_for  # noqa: E402
 from loadtest.fixtures import DEFAULT_MANIFEST, FixtureLibrary  # noqa: E402
 from loadtest.ice import TURN_CREDENTIAL_ENV, TurnRelay  # noqa: E402
 from loadtest.journal import JournalShard  # noqa: E402
+from loadtest.locust_patches import cache_default_args  # noqa: E402
 from loadtest.profile_file import load_profile  # noqa: E402
 from loadtest.redaction import install_log_scrubbing, register, register_url, scrub  # noqa: E402
 from loadtest.rundir import new_run_id  # noqa: E402
@@ -47,6 +48,7 @@ from loadtest.swarm import (  # noqa: E402
 from loadtest.target import Target, ssl_context  # noqa: E402
 from loadtest.webrtc_client import ClientOptions  # noqa: E402
 
+cache_default_args()  # a worker rebuilt locust's parser ~100 times per spawn message
 log = logging.getLogger("loadtest.locust")
 SWARM: Swarm | None = None
 MASTER_SHARDS: dict[str, JournalShard] = {}
