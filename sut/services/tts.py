@@ -254,7 +254,7 @@ async def synthesize(request: web.Request) -> web.Response:
                             f"{fmt} {short(text)}")
     return web.Response(body=body, headers={
         "Content-Type": content_type,
-        "X-Audio-Duration-Ms": f"{speech.duration_ms:.1f}",
+        "X-Audio-Duration-Ms": f"{speech.duration_ms:.3f}",  # the gateway announces it as durationMs
         "X-Processing-Ms": f"{processing_ms:.1f}",  # arrival → answer, queueing included
         "X-Queue-Ms": f"{slot.queue_ms:.1f}",
         "X-Engine": engine.name,

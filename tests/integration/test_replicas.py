@@ -35,9 +35,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 # As in test_pipeline.py: the tester's and the stack's times of one moment differ by transport only.
 TRANSPORT_TOLERANCE_MS = 20.0
-# The gateway stamps a TTS packet's send time just after handing it to its socket, so under load the
-# listener (same machine, same clock) can log the arrival a fraction of a millisecond earlier.
-STAMP_SLACK_MS = 2.0
 PIPED_IN = ("gateway_piped_producers_total", 'direction="in"')
 PIPED_OUT = ("gateway_piped_producers_total", 'direction="out"')
 
@@ -125,8 +122,8 @@ def test_cross_replica_conversations_pipe_the_translated_speech(replicated: Stac
             gt = truth.loc[tl.server_utterance_id]
             assert tl.t_audio_onset is not None and tl.t_speech_end is not None
             delay_ms = (tl.t_audio_onset - gt["tts_first_packet"]) * 1000
-            assert -STAMP_SLACK_MS <= delay_ms <= TRANSPORT_TOLERANCE_MS, (conv.name, tl.utterance_id,
-                                                                          delay_ms)
+            # The gateway stamps a TTS packet just before sending it: same clock, so never negative.
+            assert 0 <= delay_ms <= TRANSPORT_TOLERANCE_MS, (conv.name, tl.utterance_id, delay_ms)
     boots = {str(tl.server_utterance_id).rsplit("-", 1)[0] for conv in convs[:2] for tl in conv.timelines}
     assert len(boots) == 2, boots
     # Rooms closed with their peers: so did every pipe.

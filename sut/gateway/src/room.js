@@ -42,7 +42,7 @@ function describeSession(s) {
   const spanS = t.packets > 1 ? (t.lastMs - t.firstMs) / 1000 : 0;
   const rate = spanS > 0 ? ((t.packets - 1) / spanS).toFixed(1) : '-';
   const meanLate = i.packets ? (i.sumLatenessMs / i.packets).toFixed(2) : '-';
-  return `tap: ${t.packets} packets (${rate}/s), ${t.lost} lost, ${t.decodeErrors} undecodable; `
+  return `tap: ${t.packets} packets (${rate}/s), ${t.lost} lost, ${t.decoded} decoded, ${t.decodeErrors} undecodable; `
     + `tts: ${i.utterances} utterances, ${i.packets} packets, send lateness mean ${meanLate} ms max ${i.maxLatenessMs.toFixed(2)} ms`;
 }
 

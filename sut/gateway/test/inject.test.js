@@ -1,8 +1,8 @@
 'use strict';
-// The TTS Opus packetizer against a real mediasoup worker (skipped without one; failed without one
-// under SPEECHLOAD_REQUIRE_ALL=1, see prereq.js): an OpusClip (the TTS service's packets) goes out
-// through Injector → TTS producer → PlainTransport consumer → UDP socket unchanged, stamped and paced
-// by each packet's own duration. Run: `npm test` in sut/gateway.
+// The TTS Opus packetizer against a real mediasoup worker (MEDIASOUP_WORKER_BIN; skipped without one,
+// failed without one under SPEECHLOAD_REQUIRE_ALL=1, see prereq.js): an OpusClip (the TTS service's
+// packets) goes out through Injector → TTS producer → PlainTransport consumer → UDP socket unchanged,
+// stamped and paced by each packet's own duration. Run: `npm test` in sut/gateway.
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
@@ -11,18 +11,13 @@ const fs = require('fs');
 const { EventEmitter, once } = require('events');
 const { needs } = require('./prereq');
 
+/** The worker the Makefile exports (scripts/mediasoup_worker_path.sh), if it is there. */
 function workerBin() {
-  if (process.env.MEDIASOUP_WORKER_BIN && fs.existsSync(process.env.MEDIASOUP_WORKER_BIN)) return process.env.MEDIASOUP_WORKER_BIN;
-  try {
-    const p = fs.readFileSync('/tmp/speechload-worker-path.txt', 'utf8').trim();
-    return fs.existsSync(p) ? p : null;
-  } catch {
-    return null;
-  }
+  const bin = process.env.MEDIASOUP_WORKER_BIN;
+  return bin && fs.existsSync(bin) ? bin : null;
 }
 
 const BIN = workerBin();
-if (BIN) process.env.MEDIASOUP_WORKER_BIN = BIN;
 
 const { parseRtp, isRtcp } = require('../src/rtp');
 const { createMetrics } = require('../src/metrics');
