@@ -41,6 +41,7 @@ class Fault:
     action: str = ""  # mid-run: "restart:<process>", "kill:<process>", "kill-worker" (mediasoup worker)
     reconnect: bool = False
     callers: int = 2
+    engine: str = "direct"  # or "locust"
 
 
 @dataclass
@@ -66,8 +67,10 @@ class Observed:
         return [] if t is None else [r for r in self.rows if float(r["wall_start"]) > t + 2.0]
 
     def before(self) -> list[dict[str, Any]]:
+        """Rows of utterances planned at least 4 s before the action: a clip (<= 1.8 s) and its results
+        (~1.3 s) were over by then. Those in between met the fault in flight and are neither."""
         t = self.acted_at
-        return list(self.rows) if t is None else [r for r in self.rows if float(r["wall_start"]) < t]
+        return list(self.rows) if t is None else [r for r in self.rows if float(r["wall_start"]) < t - 4.0]
 
     def describe(self) -> str:
         c = self.counts
@@ -81,6 +84,10 @@ class Observed:
             text += " (" + ", ".join(f"{n} {k}" for k, n in sorted(stages.items())) + ")"
         if self.summary.get("reconnects"):
             text += f"; {self.summary['reconnects']} reconnects"
+        figures = self.summary.get("stages", {})
+        p50 = {k: (figures.get(k) or {}).get("p50") for k in ("stt", "e2e")}
+        if c.get("ok") and None not in p50.values():
+            text += f"; p50 stt {p50['stt']:.0f} ms, e2e {p50['e2e']:.0f} ms"
         return text
 
 
@@ -106,7 +113,7 @@ def run_fault(fault: Fault, workdir: Path, port_offset: int, duration_s: float =
             f"utterance_interval_s = {interval_s}\nresponse_timeout_s = {response_timeout_s}\n"
             f"reconnect = {'true' if fault.reconnect else 'false'}\n")
         argv = [sys.executable, "-m", "loadtest.cli", "run", "--target", info.target_url, "--ca-cert",
-                str(info.ca_cert), *info.resolve_args, "--config", str(config), "--engine", "direct",
+                str(info.ca_cert), *info.resolve_args, "--config", str(config), "--engine", fault.engine,
                 "--callers", str(fault.callers), "--duration", str(duration_s), "--skip-preflight",
                 "--out", str(out)]
         log_path = workdir / "tester.log"

@@ -74,6 +74,18 @@ def is_alive(record: ProcessRecord) -> bool:
     return fields is not None and fields[0] != "Z" and int(fields[19]) == record.start_ticks
 
 
+def owner_died(doc: Mapping[str, object]) -> bool:
+    """pids.json names an owner process (a run's embedded stack) that no longer exists."""
+    owner = doc.get("owner")
+    if not isinstance(owner, dict):
+        return False
+    try:
+        record = ProcessRecord("owner", int(owner["pid"]), int(owner["start_ticks"]), "", None)
+    except (KeyError, TypeError, ValueError):
+        return False
+    return not is_alive(record)
+
+
 def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes of a process group."""
     members = []

@@ -197,7 +197,7 @@ class ReferenceStack:
     def _refuse_if_running(self) -> None:
         doc, records = _read_records(self.state_dir)
         alive = [f"{r.name} (pid {r.pid})" for r in records if procs.is_alive(r)]
-        if alive and _owner_died(doc):
+        if alive and procs.owner_died(doc):
             self.reclaimed = stop_stack(self.state_dir)
             return
         if alive:
@@ -404,18 +404,6 @@ class ReferenceStack:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
-
-
-def _owner_died(doc: dict[str, object]) -> bool:
-    """pids.json names an owner process (a run's embedded stack) that no longer exists."""
-    owner = doc.get("owner")
-    if not isinstance(owner, dict):
-        return False
-    try:
-        record = ProcessRecord("owner", int(owner["pid"]), int(owner["start_ticks"]), "", None)
-    except (KeyError, TypeError, ValueError):
-        return False
-    return not procs.is_alive(record)
 
 
 def _stop_records(records: Iterable[ProcessRecord], children: dict[int, subprocess.Popen[bytes]]) -> None:

@@ -66,7 +66,7 @@ def test_no_secret_in_any_output_and_insecure_is_stamped(tmp_path: Path) -> None
     out = tmp_path / "out"
     config = run_toml(tmp_path / "run.toml", tmp_path / "unused", short_fixture_ids(2.0, 3),
                       utterance_interval_s=4.0, response_timeout_s=6.0)
-    with running_stack(str(stack_toml), tmp_path / "state", 1460) as info:
+    with running_stack(str(stack_toml), tmp_path / "state", 1465) as info:
         turn = f"turn:{info.config.host}:{info.config.turn.port}"
         stdout, stderr = tmp_path / "stdout", tmp_path / "stderr"
         with stdout.open("wb") as o, stderr.open("wb") as e:

@@ -120,3 +120,17 @@ def test_a_missing_stack_config_is_a_usage_error(tmp_path: Path, capsys: pytest.
     assert code == EXIT_USAGE
     assert "stack config not found" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # refused before anything was started or written
+
+
+def test_locust_gets_the_url_and_the_token_by_environment_only(tmp_path: Path) -> None:
+    from loadtest.config import RunConfig
+    from loadtest.credentials import AUTH_TOKEN_ENV
+    from loadtest.locust_run import SwarmOptions, child_env, locust_command
+    from loadtest.target import Target
+
+    url = "https://u:pw-1234@gw.example:8443/?key=q-secret-99"
+    cfg = RunConfig().with_overrides(target={"url": url, "auth_token": "tok-secret-77", "insecure": True})
+    cmd = " ".join(locust_command(cfg, Target(url, "", True), tmp_path, SwarmOptions(), "r1"))
+    assert "pw-1234" not in cmd and "q-secret-99" not in cmd and "tok-secret-77" not in cmd
+    env = child_env(cfg, url)
+    assert env["LOCUST_HOST"] == url and env[AUTH_TOKEN_ENV] == "tok-secret-77"
