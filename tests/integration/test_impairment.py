@@ -90,7 +90,8 @@ def test_a_200_ms_path_adds_its_round_trips(model_stack: StackInfo, tmp_path: Pa
     two round trips, the ICE check and the nomination aioice sends an ICE-lite server after it, less the
     20 ms aioice's ICE loop sleeps between checks, which an unimpaired connect waits out anyway: +780 ms.
     (Connect ends at pymediasoup's "connected", which is ICE's; DTLS completes a round trip later.)
-    Connect = signaling (Socket.IO, not impaired) + the ICE handshake (`net_ice_ms`); the growth is read
+    Connect = signaling (Socket.IO, not impaired) + the ICE handshake (`net_ice_ms`) + the end of the DTLS
+    handshake (one more round trip); the growth is read
     on the handshake, each conversation's own signaling time set aside: on a shared 2-core machine the
     signaling alone varies by ±100 ms from run to run. Figures compared by their floors (least values):
     the machine only ever adds time."""
@@ -114,7 +115,10 @@ def test_a_200_ms_path_adds_its_round_trips(model_stack: StackInfo, tmp_path: Pa
     print(f"grew by (floors) {grew}; samples {seen}")
     assert abs(grew["e2e"] - 400.0) <= 30.0
     assert abs(grew["ice"] - (2 * 400.0 - ICE_PACING_MS)) <= 30.0  # connect's network part
-    assert abs(grew["signaling"]) <= 60.0  # the rest of connect is not impaired: unchanged but for noise
+    # Connect ends when DTLS is up: the handshake's flights after ICE's end cross the impaired path too.
+    # mediasoup (the DTLS client of a send transport) starts it while ICE nominates, so one round trip
+    # of it lies after the ICE handshake (measured: +404 ms); the Socket.IO part is not impaired.
+    assert abs(grew["signaling"] - 400.0) <= 60.0
 
 
 def test_noisy_speech_raises_the_real_recogniser_s_word_error_rate(tmp_path: Path) -> None:
