@@ -32,8 +32,15 @@ from sut.config import REPO_ROOT, StackConfig, stack_config_to_doc
 from sut.pki import ensure_pki
 from sut.procs import ProcessRecord
 from sut.proxy import edge, traefik
+from sut.stack_files import (
+    enabled_services,
+    gateway_json,
+    gateway_names,
+    gateway_urls,
+    target_url,
+    url_of,
+)
 
-SERVICES = ("stt", "translation", "tts")
 GATEWAY_DIR = REPO_ROOT / "sut" / "gateway"
 WORKER_PATH_SCRIPT = REPO_ROOT / "scripts" / "mediasoup_worker_path.sh"
 PIDS_FILE = "pids.json"
@@ -92,62 +99,6 @@ def mediasoup_worker_bin() -> Path:
     if not (path.is_file() and os.access(path, os.X_OK)):
         raise StackError(f"mediasoup worker not built at {path} (run scripts/setup.sh)")
     return path
-
-
-def _target_url(config: StackConfig) -> str:
-    return edge.target_url(config)  # Traefik: https://webrtc.<domain>:<port>; nginx: https://localhost:<port>
-
-
-def _url(host: str, port: int, path: str = "", scheme: str = "http") -> str:
-    return f"{scheme}://[{host}]:{port}{path}" if ":" in host else f"{scheme}://{host}:{port}{path}"
-
-
-def gateway_names(config: StackConfig) -> list[str]:
-    """Process names of the gateway replicas: `gateway` alone, else gateway-0 .. gateway-<N-1>."""
-    n = config.gateway.replicas
-    return ["gateway"] if n == 1 else [f"gateway-{i}" for i in range(n)]
-
-
-def gateway_urls(config: StackConfig) -> tuple[str, ...]:
-    return tuple(_url(config.host, config.gateway.replica_port(i)) for i in range(config.gateway.replicas))
-
-
-def gateway_json(config: StackConfig, ground_truth: Path | None, replica: int = 0) -> dict[str, object]:
-    """Gateway replica `replica`'s config file contents (keys as sut/gateway/src/config.js reads them)."""
-    gw = config.gateway
-    rtc_min, rtc_max = gw.replica_rtc_range(replica)
-    doc: dict[str, object] = {
-        "host": config.host,
-        "port": gw.replica_port(replica),
-        "rtcMinPort": rtc_min,
-        "rtcMaxPort": rtc_max,
-        "announcedIp": gw.announced_ip,
-        "vad": {
-            "source": gw.vad_source,
-            "thresholdDbfs": gw.vad_threshold_dbfs,
-            "levelThresholdDbov": gw.vad_level_threshold_dbov,
-            "hangoverMs": gw.vad_hangover_ms,
-            "maxUtteranceMs": gw.max_utterance_ms,
-        },
-        "sourceLanguage": gw.source_language,
-        "targetLanguage": gw.target_language,
-        "services": {name: _url(config.host, config.service(name).port) for name in SERVICES},
-        "requestTimeoutMs": gw.request_timeout_ms,
-        "tapLoss": config.faults.tap_loss,  # fault: mic packets the tap drops
-        "reportErrors": gw.report_errors,
-        "groundTruthPath": None if ground_truth is None else str(ground_truth),
-        "logLevel": os.environ.get("SPEECHLOAD_GATEWAY_LOG_LEVEL", "info"),
-        # Room coordination through Redis under the configured host name (null: a single node).
-        "redis": {"host": gw.redis_host, "port": config.redis.port} if gw.redis_host else None,
-    }
-    if gw.replicas > 1:
-        # Engine.IO session ids name their replica, so the proxy can keep a polling session on it.
-        doc["sessionIdPrefix"] = proxy.session_id_prefix(replica)
-    return doc
-
-
-def _enabled_services(config: StackConfig) -> list[str]:
-    return [name for name in SERVICES if not getattr(config.faults, f"{name}_down")]
 
 
 def _read_records(state_dir: Path) -> tuple[dict[str, object], list[ProcessRecord]]:
@@ -214,7 +165,7 @@ class ReferenceStack:
         else:
             replicas = range(cfg.gateway.replicas)
             ports += [(f"gateway.port + {i}", cfg.gateway.replica_port(i)) for i in replicas]
-        ports += [(f"{name}.port", cfg.service(name).port) for name in _enabled_services(cfg)]
+        ports += [(f"{name}.port", cfg.service(name).port) for name in enabled_services(cfg)]
         if cfg.proxy.http_port:
             ports.append(("proxy.http_port", cfg.proxy.http_port))
         ports += edge.extra_ports(cfg)
@@ -231,7 +182,7 @@ class ReferenceStack:
             raise StackError(f"UDP port {cfg.turn.port} (turn.port) on {cfg.host} is already in use")
 
     def _check_prerequisites(self) -> Path:
-        for name in _enabled_services(self.config):
+        for name in enabled_services(self.config):
             if importlib.util.find_spec(f"sut.services.{name}") is None:
                 raise StackError(f"service module sut.services.{name} not found")
         if shutil.which("node") is None:
@@ -266,8 +217,8 @@ class ReferenceStack:
         if cfg.turn.enabled:
             infra.write_turn_config(cfg, state)
         if cfg.prometheus.enabled:
-            prom.write_config(cfg, state, _enabled_services(cfg))
-        return StackInfo(_target_url(cfg), certs.ca_cert, state, cfg, ground_truth, gateway_urls(cfg),
+            prom.write_config(cfg, state, enabled_services(cfg))
+        return StackInfo(target_url(cfg), certs.ca_cert, state, cfg, ground_truth, gateway_urls(cfg),
                          edge.resolve(cfg), edge.api_url(cfg))
 
     def _spawn_all(self, worker_bin: Path, info: StackInfo, deadline: float) -> None:
@@ -282,9 +233,9 @@ class ReferenceStack:
             self._spawn("turn", infra.turn_argv(state), dict(os.environ), infra.turn_health_url(cfg))
         for record in list(self._records):
             self._wait_one(record, info.ca_cert, deadline)
-        for name in _enabled_services(cfg):
+        for name in enabled_services(cfg):
             argv = [sys.executable, "-m", f"sut.services.{name}", "--stack-json", str(state / "stack.json")]
-            self._spawn(name, argv, py_env, _url(cfg.host, cfg.service(name).port, "/health"))
+            self._spawn(name, argv, py_env, url_of(cfg.host, cfg.service(name).port, "/health"))
         # Each tier ready before the next: Traefik health-checks every gateway replica from its start
         # (one not listening yet is DOWN until its next check), and a gateway caches its backends'
         # states (a service still booting would read "down").
@@ -293,7 +244,7 @@ class ReferenceStack:
         node_env = dict(os.environ, MEDIASOUP_WORKER_BIN=str(worker_bin))
         for i, name in enumerate(gateway_names(cfg)):
             argv = ["node", str(GATEWAY_DIR / "src" / "server.js"), "--config", str(state / f"{name}.json")]
-            self._spawn(name, argv, node_env, _url(cfg.host, cfg.gateway.replica_port(i), "/health"))
+            self._spawn(name, argv, node_env, url_of(cfg.host, cfg.gateway.replica_port(i), "/health"))
         for record in list(self._records):
             self._wait_one(record, info.ca_cert, deadline)
         for p in edge.processes(cfg, state):  # the static page server, then the proxy
@@ -317,7 +268,7 @@ class ReferenceStack:
     def _write_pids(self) -> None:
         doc = {
             "config": self.config.name,
-            "target_url": _target_url(self.config),
+            "target_url": target_url(self.config),
             "ca_cert": str(self.state_dir / "ca.pem"),
             # What a tester needs besides the URL (Traefik: --resolve and --traefik-api).
             "proxy_kind": self.config.proxy.kind,

@@ -15,7 +15,8 @@ from sut import infra, proxy
 from sut.config import StackConfigError, load_stack_config, stack_config_to_doc
 from sut.pki import ensure_pki
 from sut.procs import port_in_use, tail
-from sut.stack import ReferenceStack, StackError, _enabled_services, _target_url, gateway_json
+from sut.stack import ReferenceStack, StackError
+from sut.stack_files import enabled_services, gateway_json, target_url
 
 pytestmark = pytest.mark.unit
 
@@ -95,14 +96,14 @@ def test_gateway_json_carries_the_resolved_values(tmp_path: Path) -> None:
     }
     assert doc["groundTruthPath"] == str(tmp_path / "groundtruth.jsonl")
     assert gateway_json(config, None)["groundTruthPath"] is None
-    assert _target_url(config) == "https://webrtc.speechload.test:8453"  # Traefik: routed by host name
+    assert target_url(config) == "https://webrtc.speechload.test:8453"  # Traefik: routed by host name
     nginx = replace(config, proxy=replace(config.proxy, kind="nginx"))
-    assert _target_url(nginx) == "https://localhost:8453"
+    assert target_url(nginx) == "https://localhost:8453"
 
 
 def test_faults_leave_services_out(tmp_path: Path) -> None:
     config = load_stack_config(write(tmp_path, MINIMAL + "[faults]\ntts_down = true\nstt_down = true\n"))
-    assert _enabled_services(config) == ["translation"]
+    assert enabled_services(config) == ["translation"]
 
 
 def test_pki_issues_a_server_cert_the_ca_signed(tmp_path: Path) -> None:

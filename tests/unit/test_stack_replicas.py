@@ -11,7 +11,7 @@ import pytest
 from sut import proxy
 from sut.config import StackConfigError, load_stack_config
 from sut.pki import ensure_pki
-from sut.stack import gateway_json, gateway_names, gateway_urls
+from sut.stack_files import gateway_json, gateway_names, gateway_urls
 
 pytestmark = pytest.mark.unit
 
