@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, quote_plus, unquote_plus, urlsplit, urlunsplit
 
@@ -32,6 +33,13 @@ _INSTALLED = False
 
 def redact_url(url: str) -> str:
     """The URL with its userinfo and query values masked (a fragment is dropped); unchanged otherwise."""
+    # key=value keeps its key; a bare component (?SECRET) is all value.
+    return _masked(url, lambda c: (f"{c.partition('=')[0]}={MASK}" if "=" in c else MASK) if c else None)
+
+
+def _masked(url: str, component: Callable[[str], str | None]) -> str:
+    """The URL with its userinfo masked, each query component replaced by `component` (None drops it), and
+    the fragment dropped; MASK when it does not parse."""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -39,9 +47,8 @@ def redact_url(url: str) -> str:
     netloc = parts.netloc
     if "@" in netloc:
         netloc = f"{MASK}@{netloc.rpartition('@')[2]}"
-    # key=value keeps its key; a bare component (?SECRET) is all value.
-    query = "&".join(f"{c.partition('=')[0]}={MASK}" if "=" in c else MASK
-                     for c in parts.query.split("&") if c)
+    kept = (component(c) for c in parts.query.split("&")) if parts.query else iter(())
+    query = "&".join(c for c in kept if c is not None)
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
@@ -79,15 +86,7 @@ def _redact_in_text(url: str) -> str:
     """A URL met inside some text (an error message): userinfo masked, and the values of secret-sounding
     query keys (token, key, …); other values stay readable (`?language=en`) -- the run's own secrets
     are masked wherever they stand by `scrub`'s registered list."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return MASK
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = f"{MASK}@{netloc.rpartition('@')[2]}"
-    query = "&".join(_query_part(c) for c in parts.query.split("&")) if parts.query else ""
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    return _masked(url, _query_part)
 
 
 def _query_part(component: str) -> str:

@@ -40,3 +40,13 @@ def missing(reason: str) -> NoReturn:
 def needs(available: bool, reason: str) -> pytest.MarkDecorator:
     """Instead of pytest.mark.skipif(not available, reason=...) for a prerequisite (see tests/conftest.py)."""
     return getattr(pytest.mark, MARK)(available=bool(available), reason=reason)
+
+
+def require_worker() -> None:
+    """The mediasoup worker binary every reference-stack test needs (scripts/setup.sh builds it)."""
+    from sut.stack import StackError, mediasoup_worker_bin
+
+    try:
+        mediasoup_worker_bin()
+    except StackError as exc:
+        missing(str(exc))

@@ -15,8 +15,7 @@ import pytest
 
 from sut.faultcases import by_name
 from sut.faultkit import run_fault
-from sut.stack import StackError, mediasoup_worker_bin
-from tests.prereq import missing
+from tests.prereq import require_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PORT_OFFSET = 1475
@@ -24,10 +23,7 @@ PORT_OFFSET = 1475
 
 @pytest.fixture(autouse=True)
 def _prerequisites() -> None:
-    try:
-        mediasoup_worker_bin()
-    except StackError as exc:
-        missing(str(exc))
+    require_worker()
 
 
 @pytest.mark.parametrize(("name", "duration_s", "engine"), [

@@ -18,7 +18,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sut.stack import StackError, mediasoup_worker_bin
 from tests.integration.proctree import (
     Proc,
     descendants,
@@ -28,7 +27,7 @@ from tests.integration.proctree import (
     wait_until,
 )
 from tests.integration.stackrun import short_fixture_ids
-from tests.prereq import missing
+from tests.prereq import require_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 RESPONSE_TIMEOUT_S = 6.0
@@ -38,10 +37,7 @@ DURATION_S = 120.0  # far longer than any test waits: every run here ends by a s
 
 @pytest.fixture(autouse=True)
 def _prerequisites() -> None:
-    try:
-        mediasoup_worker_bin()
-    except StackError as exc:
-        missing(str(exc))
+    require_worker()
 
 
 def start_run(tmp_path: Path, engine: str, offset: int, callers: int = 2,

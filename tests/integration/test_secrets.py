@@ -16,10 +16,10 @@ from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 import pytest
 
 from sut.config import CONFIG_DIR
-from sut.stack import StackError, StackInfo, mediasoup_worker_bin
+from sut.stack import StackInfo
 from tests.integration.proctree import descendants, loadtest, run_toml, wait_until
 from tests.integration.stackrun import running_stack, short_fixture_ids
-from tests.prereq import missing
+from tests.prereq import require_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -32,10 +32,7 @@ SECRETS = (PASSWORD, QUERY_SECRET, TOKEN, TURN_CREDENTIAL, USER)
 
 @pytest.fixture(autouse=True)
 def _prerequisites() -> None:
-    try:
-        mediasoup_worker_bin()
-    except StackError as exc:
-        missing(str(exc))
+    require_worker()
 
 
 def forms(secret: str) -> set[bytes]:

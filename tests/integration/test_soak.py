@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 
 from bench.soak import figures, soak_run
-from sut.stack import StackError, mediasoup_worker_bin
 from tests.integration.stackrun import running_stack
-from tests.prereq import missing
+from tests.prereq import require_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CALLERS = 4
@@ -20,10 +19,7 @@ WARMUP_S = 30.0
 
 @pytest.fixture(autouse=True)
 def _prerequisites() -> None:
-    try:
-        mediasoup_worker_bin()
-    except StackError as exc:
-        missing(str(exc))
+    require_worker()
 
 
 def test_three_minutes_leak_no_fds_or_tasks(tmp_path: Path) -> None:
