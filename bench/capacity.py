@@ -85,6 +85,7 @@ from procstat import gateway_decode_failures  # noqa: E402
 from loadtest.config import RunConfig  # noqa: E402
 from loadtest.fixtures import FixtureLibrary, silence_packet  # noqa: E402
 from loadtest.ice import choose_ice  # noqa: E402
+from loadtest.media import FRAME_S, LATENESS_KEPT  # noqa: E402
 from loadtest.profile_file import load_profile  # noqa: E402
 from loadtest.target import ssl_context, stack_target  # noqa: E402
 from loadtest.webrtc_client import ClientOptions  # noqa: E402
@@ -237,6 +238,10 @@ def main() -> int:
     parser.add_argument("--py-spy", metavar="DIR", default=None, help="record a py-spy profile per step")
     args = parser.parse_args()
     steps = sorted({int(s) for s in args.steps.split(",") if s.strip()})
+    if args.window / FRAME_S > LATENESS_KEPT:
+        kept_s = LATENESS_KEPT * FRAME_S
+        parser.error(f"--window {args.window:g}: each track keeps the last {kept_s:.0f} s of packet lateness "
+                     "(loadtest/media.py LATENESS_KEPT); a longer window is not measured whole")
     if args.runs < 1 or not steps:
         parser.error("--runs must be >= 1 and --steps non-empty")
     if args.py_spy is not None:

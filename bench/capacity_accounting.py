@@ -37,7 +37,12 @@ def quantile(ordered: list[float], q: float) -> float:
 
 
 class GroundTruth:
-    """The stack's ground-truth log, read incrementally: utterance id → {kind: t (s)}, first of each kind."""
+    """The stack's ground-truth log, read incrementally: utterance id → {kind: t (s)}, first of each kind.
+
+    A gateway translating one utterance into several languages logs translation, tts_first_packet and
+    error once per target language (``targetLanguage``): those are also kept as ``kind@language``, and
+    stage_errors uses the listener's language's. With one language both keys hold the same fact.
+    """
 
     def __init__(self) -> None:
         self.marks: dict[str, dict[str, float]] = {}
@@ -53,6 +58,8 @@ class GroundTruth:
             record = json.loads(line)
             marks = self.marks.setdefault(str(record["utteranceId"]), {})
             marks.setdefault(record["kind"], float(record["t"]))
+            if record.get("targetLanguage"):
+                marks.setdefault(f"{record['kind']}@{record['targetLanguage']}", float(record["t"]))
 
 
 @dataclass
@@ -81,12 +88,15 @@ def stage_errors(measured: Iterable[Any], truth: Mapping[str, Mapping[str, float
         if marks is None:
             out.unmatched += 1
             continue
+        language = getattr(tl, "target_language", None)
+        # The listener's language's fact where the log has one per language, else the utterance's.
+        mine = {kind: marks.get(f"{kind}@{language}", t) for kind, t in marks.items() if "@" not in kind}
         for stage, (t_end, t_start, g_end, g_start) in STAGE_MARKS.items():
             end, start = getattr(tl, t_end, None), getattr(tl, t_start, None)
-            if end is None or start is None or g_end not in marks or g_start not in marks:
+            if end is None or start is None or g_end not in mine or g_start not in mine:
                 continue
             tester_s = end - start
-            truth_s = marks[g_end] - marks[g_start]
+            truth_s = mine[g_end] - mine[g_start]
             out.errors_ms[stage].append(abs(tester_s - truth_s) * 1000.0)
     return out
 

@@ -137,13 +137,13 @@ class Swarm:
 
     def packet_counts(self) -> list[int]:
         # The track's counters are the measurement itself; PipelineClient only exposes a full copy.
-        return [c.client._track.stats.packets for c in self.callers]
+        return [c.client.speakers["a"].track.stats.packets for c in self.callers]
 
     def lateness_since(self, counts: list[int]) -> list[float]:
         """Every caller's packet lateness (s) after the counts taken by ``packet_counts``."""
         samples: list[float] = []
         for index, start in enumerate(counts):  # no caller joins during a window
-            stats = self.callers[index].client._track.stats
+            stats = self.callers[index].client.speakers["a"].track.stats
             new = min(stats.packets - start, len(stats.lateness_s))
             samples.extend(itertools.islice(stats.lateness_s, len(stats.lateness_s) - new, None))
         return samples

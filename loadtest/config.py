@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from loadtest.cast import Cast, CastError, cast_for
 from loadtest.conditions import ImpairmentConfig, NoiseConfig, impairment_from_table, noise_from_table
 from loadtest.errors import UsageError
 from loadtest.ice import AUTO, TurnRelay, validate_ice_addresses, validate_turn_url
@@ -14,6 +15,7 @@ from loadtest.tomlconfig import build, check_sections, read_toml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FIXTURES = REPO_ROOT / "fixtures" / "audio" / "manifest.json"
+MONOLOGUE_MIN_S = 60.0
 
 
 class ConfigError(UsageError):
@@ -45,6 +47,8 @@ class TargetConfig:
 
 @dataclass(frozen=True)
 class ScenarioConfig:
+    # one-way | two-way | group | barge-in | monologue (loadtest/cast.py, loadtest/scenarios.py)
+    kind: str = "one-way"
     callers: int = 1
     duration_s: float = 30.0
     # Longer than the longest fixture (6.8 s) plus its translation's start: no self-inflicted queueing.
@@ -59,6 +63,14 @@ class ScenarioConfig:
     # conversation.py); false: it stays down.
     reconnect: bool = False
     opus_bitrate: int = 32000
+    listeners: int = 4  # group: listeners per call
+    # group: the listeners' languages, in turn (default: target_language)
+    target_languages: tuple[str, ...] = ()
+    listen_sample: float = 0.0  # share of utterances whose translated audio is decoded and checked
+
+    def cast(self) -> Cast:
+        return cast_for(self.kind, self.source_language, self.target_language, self.listeners,
+                        self.target_languages)
 
 
 @dataclass(frozen=True)
@@ -121,6 +133,16 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"'scenario.duration_s' must be > 0, got {s.duration_s}")
     if s.utterance_interval_s <= 0:
         raise ConfigError(f"'scenario.utterance_interval_s' must be > 0, got {s.utterance_interval_s}")
+    try:
+        s.cast()
+    except CastError as exc:
+        raise ConfigError(f"'scenario.kind': {exc}") from None
+    if s.kind == "monologue" and s.duration_s < MONOLOGUE_MIN_S:
+        raise ConfigError("'scenario.duration_s': a monologue is one take of at least "
+                          f"{MONOLOGUE_MIN_S:.0f} s "
+                          f"(the gateway's segmentation is judged over it), got {s.duration_s:g}")
+    if not 0.0 <= s.listen_sample <= 1.0:
+        raise ConfigError(f"'scenario.listen_sample' must be a share between 0 and 1, got {s.listen_sample}")
     if s.response_timeout_s <= 0 or s.connect_timeout_s <= 0:
         raise ConfigError("'scenario.response_timeout_s' and 'scenario.connect_timeout_s' must be > 0")
     if cfg.impairment.enabled:

@@ -37,6 +37,8 @@ FRAMES_PER_S = RATE // FRAME_SAMPLES
 VOICED_DBFS = -45.0
 DURATION_TOLERANCE_S = 0.020
 DEFAULT_BITRATE = 32000
+# The language a speaker speaks unless a plan picks another (FixtureLibrary.ids vs ids_for).
+DEFAULT_SOURCE_LANGUAGE = "en"
 DEFAULT_MANIFEST = Path(__file__).resolve().parent.parent / "fixtures" / "audio" / "manifest.json"
 
 
@@ -58,6 +60,9 @@ class Fixture:
     sample_rate: int
     source: str
     licence: str
+    synthetic: bool = False  # spoken by a speech synthesizer, not recorded
+    engine: str = ""  # the synthesizer and its version (synthetic clips)
+    voice: str = ""  # the synthesizer's voice (synthetic clips)
 
     @property
     def first_voiced(self) -> int:
@@ -146,6 +151,14 @@ def _parse_entry(item: Any, index: int, base: Path) -> Fixture:
         raise bad("speech_end_s", f"must lie in (speech_start_s={start}, duration_s={duration}] (got {end})")
     if not 0 <= floats["max_internal_pause_s"] < end - start:
         raise bad("max_internal_pause_s", "must be within the speech span")
+    synthetic = item.get("synthetic", False)
+    if not isinstance(synthetic, bool):
+        raise bad("synthetic", "must be true or false")
+    for key in ("engine", "voice"):
+        if key in item and not isinstance(item[key], str):
+            raise bad(key, "must be a string")
+        if synthetic and not str(item.get(key, "")).strip():
+            raise bad(key, "is required for a synthetic clip (which synthesizer, which voice)")
 
     path = (base / item["file"]).resolve()
     if not path.is_file():
@@ -165,6 +178,7 @@ def _parse_entry(item: Any, index: int, base: Path) -> Fixture:
         translations=dict(translations), duration_s=duration, speech_start_s=start, speech_end_s=end,
         max_internal_pause_s=floats["max_internal_pause_s"], sample_rate=rate,
         source=item["source"], licence=item["licence"],
+        synthetic=synthetic, engine=str(item.get("engine", "")), voice=str(item.get("voice", "")),
     )
 
 
@@ -339,7 +353,15 @@ class FixtureLibrary:
 
     @property
     def ids(self) -> list[str]:
-        return list(self._fixtures)
+        """The clips a speaker says by default: those in DEFAULT_SOURCE_LANGUAGE (en)."""
+        return self.ids_for(DEFAULT_SOURCE_LANGUAGE)
+
+    def ids_for(self, language: str) -> list[str]:
+        """The clips spoken in `language` ("es", or "es-MX": primary subtags compared), manifest order."""
+        def primary(tag: str) -> str:
+            return tag.strip().lower().replace("_", "-").split("-")[0]
+
+        return [i for i, f in self._fixtures.items() if primary(f.language) == primary(language)]
 
     def fixture(self, fixture_id: str) -> Fixture:
         try:

@@ -120,8 +120,10 @@ def _typed_frame(records: list[dict[str, object]]) -> pd.DataFrame:
         kind = str(spec.type)
         if kind.startswith("float"):
             frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")
-        elif kind == "int":
+        elif kind.startswith("int"):  # "int", "int | None"
             frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("Int64")
+        elif kind.startswith("bool"):  # "bool", "bool | None": nullable booleans, not text
+            frame[name] = frame[name].astype("boolean")
         else:
             frame[name] = frame[name].astype("string")
     return frame

@@ -63,7 +63,10 @@ def locust_command(
         "--response-timeout", str(s.response_timeout_s), "--connect-timeout", str(s.connect_timeout_s),
         "--source-language", s.source_language, "--target-language", s.target_language,
         "--ice-address", ",".join(cfg.target.ice_addresses), "--only-summary", "--loglevel", "WARNING",
+        "--scenario", s.kind, "--listeners", str(s.listeners), "--listen-sample", str(s.listen_sample),
     ]
+    if s.target_languages:
+        cmd += ["--target-languages", ",".join(s.target_languages)]
     if s.fixture_ids:
         cmd += ["--fixture-ids", ",".join(s.fixture_ids)]
     if s.reconnect:

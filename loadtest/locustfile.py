@@ -27,6 +27,7 @@ from locust.runners import MasterRunner, WorkerRunner
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # locust -f imports this file by path
 
 from loadtest.adverse import add_locust_options, conditions_from_options  # noqa: E402
+from loadtest.cast import KINDS, cast_for  # noqa: E402
 from loadtest.credentials import AUTH_TOKEN_ENV, credentials_for  # noqa: E402
 from loadtest.fixtures import DEFAULT_MANIFEST, FixtureLibrary  # noqa: E402
 from loadtest.ice import TURN_CREDENTIAL_ENV, TurnRelay  # noqa: E402
@@ -74,6 +75,10 @@ def add_options(parser: Any) -> None:
     group.add_argument("--fixtures", default=str(DEFAULT_MANIFEST), help="fixture manifest")
     group.add_argument("--fixture-ids", default="", help="comma-separated fixture ids (default: all)")
     group.add_argument("--interval", type=float, default=9.0, help="planned seconds between utterances")
+    group.add_argument("--scenario", default="one-way", choices=KINDS, help="call shape (loadtest/cast.py)")
+    group.add_argument("--listeners", type=int, default=4, help="group: listeners per call")
+    group.add_argument("--target-languages", default="", help="group: the listeners' languages in turn")
+    group.add_argument("--listen-sample", type=float, default=0.0, help="share of utterances decoded")
     group.add_argument("--response-timeout", type=float, default=10.0, help="seconds to wait per result")
     group.add_argument("--connect-timeout", type=float, default=15.0, help="seconds to connect a caller")
     group.add_argument("--ice-address", default="auto",
@@ -96,7 +101,7 @@ def add_options(parser: Any) -> None:
     group.add_argument("--metrics-port", type=int, default=0, help="serve live Prometheus metrics (0: off)")
     group.add_argument("--metrics-host", default="127.0.0.1", help="address of the metrics endpoint")
     group.add_argument("--metrics-linger", type=float, default=15.0, help="wait for a last scrape (s)")
-    group.add_argument("--scenario", default="default", help="the metrics' scenario label")
+    group.add_argument("--metrics-label", default="default", help="the metrics' scenario label")
 
 
 def _relay(opts: Any) -> TurnRelay | None:
@@ -133,7 +138,9 @@ def _settings(environment: Any) -> SwarmSettings:
         connect_timeout_s=opts.connect_timeout, request_timeout_s=opts.connect_timeout,
         response_timeout_s=opts.response_timeout, source_language=opts.source_language,
         target_language=opts.target_language, relay=_relay(opts),
-        credentials=credentials)
+        credentials=credentials, listen_sample=opts.listen_sample,
+        cast=cast_for(opts.scenario, opts.source_language, opts.target_language, opts.listeners,
+                      tuple(x for x in opts.target_languages.split(",") if x)))
     return SwarmSettings(
         options=options, library=library, fixture_ids=fixture_ids, interval_s=opts.interval,
         run_dir=Path(opts.run_dir), run_id=opts.run_id or new_run_id(),
@@ -150,7 +157,7 @@ def _serve_metrics(environment: Any) -> Any:
         return None
     from loadtest.metrics import MetricsOptions, serve
 
-    options = MetricsOptions(opts.metrics_port, opts.metrics_host, opts.scenario, opts.metrics_linger)
+    options = MetricsOptions(opts.metrics_port, opts.metrics_host, opts.metrics_label, opts.metrics_linger)
     EXPORTER = serve(opts.run_id or new_run_id(), options)
     log.warning("metrics: %s", EXPORTER.url)
     return EXPORTER.metrics

@@ -7,9 +7,11 @@ client, ~100 with pre-encoded packets and no decoder: the encoder is what collap
 ``av.Packet``s. Packets leave on a fixed 20 ms grid, the grids of all tracks of a loop paced by one
 shared timer; the send time of each utterance's first and last voiced packet is recorded.
 
-Receive: ``TranslatedAudioMonitor`` sees each RTP packet of the translated-speech consumer as it
-arrives, before aiortc's jitter buffer (which adds ~80 ms) and without decoding it; the first packet of
-each talk spurt (marker bit, or the first after a silence gap) is an onset.
+Receive: ``TranslatedAudioMonitor`` hands each RTP packet of the translated-speech consumer on as it
+arrives (arrival time, marker, RTP timestamp, sequence number; the payload only when asked to), before
+aiortc's jitter buffer (which adds ~80 ms) and without decoding it (loadtest/hearing.py assigns packets
+to utterances); the first packet of each talk spurt (marker bit, or the first after a silence gap) is
+also reported as an onset to whoever asks.
 """
 
 from __future__ import annotations
@@ -93,15 +95,23 @@ class PlannedUtterance:
     timeline: UtteranceTimeline
     clip: EncodedClip
     on_speech_end: Callable[[UtteranceTimeline], None] | None = None
+    # The same speech timed at further listeners (a group, a two-way party): stamped alike.
+    also: tuple[tuple[UtteranceTimeline, Callable[[UtteranceTimeline], None] | None], ...] = ()
     start_slot: int = -1
     index: int = 0
+
+
+# Per-packet send lateness kept per track: the last minute at 50 packets/s (for bench/capacity.py's
+# windows). Rows carry their own utterance's lateness; a longer memory here only grows the process
+# (100 000 per track grew a 37-caller soak by 265 MB/hour for its first half hour).
+LATENESS_KEPT = 3000
 
 
 @dataclass
 class SendStats:
     packets: int = 0
     late_packets: int = 0
-    lateness_s: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
+    lateness_s: deque[float] = field(default_factory=lambda: deque(maxlen=LATENESS_KEPT))
 
 
 class UtteranceTrack(MediaStreamTrack):
@@ -198,17 +208,18 @@ class UtteranceTrack(MediaStreamTrack):
     def _utterance_payload(self, current: PlannedUtterance, now: float, lateness: float) -> bytes:
         index = current.index
         clip = current.clip
-        tl = current.timeline
         payload = clip.packets[index]
-        if clip.first_voiced <= index <= clip.last_voiced:
-            tl.send_lateness.append(lateness)
-        if index == clip.first_voiced:
-            tl.t_send_start = now
-        if index == clip.last_voiced:
-            tl.t_speech_end = now
-            if current.on_speech_end is not None:
-                # After aiortc sends this packet; the stamp above is the send time.
-                asyncio.get_running_loop().call_soon(current.on_speech_end, tl)
+        voiced = clip.first_voiced <= index <= clip.last_voiced
+        if voiced:
+            for tl, on_speech_end in ((current.timeline, current.on_speech_end), *current.also):
+                tl.send_lateness.append(lateness)
+                if index == clip.first_voiced:
+                    tl.t_send_start = now
+                if index == clip.last_voiced:
+                    tl.t_speech_end = now
+                    if on_speech_end is not None:
+                        # After aiortc sends this packet; the stamp above is the send time.
+                        asyncio.get_running_loop().call_soon(on_speech_end, tl)
         current.index += 1
         if current.index >= len(clip.packets):
             self._current = None
@@ -229,14 +240,21 @@ class Onset:
     marker: bool
 
 
-class TranslatedAudioMonitor:
-    """Watches the RTP packets of a translated-speech consumer without decoding them."""
+PacketSink = Callable[[float, bool, int, int, "bytes | None"], None]  # (t, marker, rtp ts, seq, payload)
 
-    def __init__(
-        self, on_onset: Callable[[Onset], None], clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._on_onset = on_onset
+
+class TranslatedAudioMonitor:
+    """Hands every RTP packet of a translated-speech consumer to ``on_packet`` without decoding it.
+
+    ``keep_payloads``: pass each packet's payload (a reference to aiortc's own bytes, no copy) for
+    ``--listen-sample``; else None. ``on_onset``: also told of the first packet of each talk spurt."""
+
+    def __init__(self, on_packet: PacketSink, clock: Callable[[], float] = time.monotonic,
+                 keep_payloads: bool = False, on_onset: Callable[[Onset], None] | None = None) -> None:
+        self._on_packet = on_packet
         self._clock = clock
+        self.keep_payloads = keep_payloads
+        self._on_onset = on_onset
         self._last_arrival: float | None = None
         self.packets = 0
         self.onsets = 0
@@ -260,16 +278,20 @@ class TranslatedAudioMonitor:
         original = receiver._handle_rtp_packet
 
         async def handle(packet: Any, arrival_time_ms: int) -> None:
-            self.observe(bool(packet.marker), int(packet.timestamp), int(packet.sequence_number))
+            self.observe(bool(packet.marker), int(packet.timestamp), int(packet.sequence_number),
+                         packet.payload if self.keep_payloads else None)
             await original(packet, arrival_time_ms)
 
         receiver._handle_rtp_packet = handle
 
-    def observe(self, marker: bool, rtp_timestamp: int, sequence_number: int) -> None:
+    def observe(self, marker: bool, rtp_timestamp: int, sequence_number: int,
+                payload: bytes | None = None) -> None:
         now = self._clock()
-        gap = self._last_arrival is None or now - self._last_arrival > ONSET_GAP_S
-        self._last_arrival = now
         self.packets += 1
-        if marker or gap:
-            self.onsets += 1
-            self._on_onset(Onset(now, rtp_timestamp, sequence_number, marker))
+        if self._on_onset is not None:
+            gap = self._last_arrival is None or now - self._last_arrival > ONSET_GAP_S
+            self._last_arrival = now
+            if marker or gap:
+                self.onsets += 1
+                self._on_onset(Onset(now, rtp_timestamp, sequence_number, marker))
+        self._on_packet(now, marker, rtp_timestamp, sequence_number, payload)

@@ -48,7 +48,8 @@ class MetricsOptions:
 
     def argv(self) -> list[str]:
         """The same options for locust's command line (locustfile.py)."""
-        return ["--metrics-port", str(self.port), "--metrics-host", self.host, "--scenario", self.scenario,
+        return ["--metrics-port", str(self.port), "--metrics-host", self.host,
+                "--metrics-label", self.scenario,
                 "--metrics-linger", str(self.linger_s)]
 
 

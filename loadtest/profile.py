@@ -24,7 +24,8 @@ EVENTS = {
     "error": ("utterance_id", "stage", "error"),
 }
 PIPELINE_EVENTS = ("transcription", "translation", "tts")  # required in mode "pipeline"
-OPTIONAL_EVENT_FIELDS = {"server_ts", "speech_end_ts", "tts_producer_id", "rtp_timestamp", "duration_ms"}
+OPTIONAL_EVENT_FIELDS = {"server_ts", "speech_end_ts", "speech_start_ts", "tts_producer_id", "rtp_timestamp",
+                         "duration_ms", "target_language"}
 ROLES = ("speaker", "listener")
 
 

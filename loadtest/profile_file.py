@@ -1,8 +1,9 @@
 """Reading a signaling profile file (TOML) into a SignalingProfile; every error names the key.
 
 Version 1 (no `version` key) is the reference gateway's original format: `[producers] type/source/
-translated_type` become the consume rules "appData.type == tts" and "source == my microphone". Version 2
-adds the keys documented in docs/protocol.md ("Profile keys").
+translated_type` become the consume rules "appData.type == tts" and "source == my microphone", and the
+optional `language` (a gateway translating into several languages) the rule "that field == the
+listener's target language". Version 2 adds the keys documented in docs/protocol.md ("Profile keys").
 """
 
 from __future__ import annotations
@@ -198,10 +199,12 @@ def _rules(value: Any, where: str) -> tuple[MatchRule, ...]:
 
 def _producers(prod: dict[str, Any], version: int) -> ProducerSpec:
     if version == 1:
-        check_keys(prod, {"announce_event", "id", "type", "source", "translated_type"}, "producers",
-                   ProfileError)
+        check_keys(prod, {"announce_event", "id", "type", "source", "translated_type", "language"},
+                   "producers", ProfileError)
         rules = (MatchRule(_str(prod, "type", "producers"), _str(prod, "translated_type", "producers")),
                  MatchRule(_str(prod, "source", "producers"), "{mic_producer}"))
+        if "language" in prod:  # one translated producer per language: the listener's own
+            rules += (MatchRule(_str(prod, "language", "producers"), "{target_language}"),)
         return ProducerSpec(_str(prod, "announce_event", "producers"), _str(prod, "id", "producers"), rules)
     check_keys(prod, {"announce_event", "id", "consume", "list_path"}, "producers", ProfileError)
     if "consume" not in prod:

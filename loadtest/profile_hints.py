@@ -250,9 +250,11 @@ def join_hint(role: str, answers: list[tuple[str, Any]], profile: SignalingProfi
 
 # --------------------------------------------------------------------------- announcements
 
-# Version 1 profiles write the two consume rules as keys of [producers] (profile_file.py).
+# Version 1 profiles write the consume rules as keys of [producers] (profile_file.py); the third, from
+# the optional `language`, compares that field with the listener's target language.
 V1_RULE_KEYS = {(0, "field"): "producers.type", (0, "equals"): "producers.translated_type",
-                (1, "field"): "producers.source", (1, "equals"): "producers.source"}
+                (1, "field"): "producers.source", (1, "equals"): "producers.source",
+                (2, "field"): "producers.language", (2, "equals"): "producers.language"}
 
 
 def _rule_key(i: int, part: str, version: int) -> str:

@@ -39,8 +39,7 @@ from loadtest.profile_steps import Printer, StepFailure, WalkStopped
 from loadtest.session import Party, PeerSession
 from loadtest.signaling import SignalingError
 from loadtest.tracing import NO_ANSWER, NOT_BUILT, Exchange, open_traced, traced
-from loadtest.transport import answer_produce, create_transport, load_device
-from loadtest.webrtc_client import _receiver_of
+from loadtest.transport import answer_produce, create_transport, load_device, receiver_of
 
 ROLES_BOTH = ("listener", "speaker")  # the listener first: it must hear the speaker's producer announced
 HintFor = Callable[[str], Hint | None]
@@ -296,7 +295,7 @@ class Walk:
             shown["detail"] = f"answer fields {self.p.show(sorted(info))}"
             consumer = await recv.consume(id=info["id"], producerId=info["producer_id"], kind=info["kind"],
                                           rtpParameters=RtpParameters.model_validate(info["rtp_parameters"]))
-            self.receiver = consumer.rtpReceiver or _receiver_of(recv, consumer)
+            self.receiver = consumer.rtpReceiver or receiver_of(recv, consumer)
             self.consumer_producer = pid
             self.p.ok("consume (listener)", f"consumer {info['id']} of producer {info['producer_id']} "
                                             f"(kind {info['kind']})")

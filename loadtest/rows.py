@@ -49,14 +49,16 @@ class RowMaker:
         reference_transcript = fixture.transcript if fixture is not None else None
         reference_translation = fixture.translations.get(tl.target_language) if fixture is not None else None
         quality = score(tl.transcript, reference_transcript, tl.translation, reference_translation)
+        stats = client.stats_for(tl)  # the RTC stats of the listener that heard it
+        speaker_node, listener_node = client.nodes_for(tl)
         ctx = RowContext(
             run_id=self.run_id, worker=self.worker, user=user, connect_ms=client.result.connect_ms,
             reference_transcript=reference_transcript, reference_translation=reference_translation,
-            wer=quality.wer, chrf=quality.chrf, jitter_ms=client.stats["jitter_ms"],
-            packets_lost=client.stats["packets_lost"], rtt_ms=client.stats["rtt_ms"],
-            active_users=self.active.at(tl.t_planned), speaker_node=client.result.speaker_node,
-            listener_node=client.result.listener_node, reconnects=client.result.reconnects,
-            network=client.network.columns(client.stats) if client.network is not None else {})
+            wer=quality.wer, chrf=quality.chrf, jitter_ms=stats["jitter_ms"],
+            packets_lost=stats["packets_lost"], rtt_ms=stats["rtt_ms"],
+            active_users=self.active.at(tl.t_planned), speaker_node=speaker_node,
+            listener_node=listener_node, reconnects=client.result.reconnects,
+            network=client.network.columns(stats) if client.network is not None else {})
         # Error texts may quote a URL or the server's words: no secret of the run reaches the journal.
         row: SampleRow = scrub_tree(to_row(tl, ctx))
         return row

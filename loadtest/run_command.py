@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from loadtest.cast import KINDS
 from loadtest.config import ConfigError, RunConfig, load_run_config
 from loadtest.credentials import AUTH_TOKEN_ENV
 from loadtest.errors import RunError, RunFailed
@@ -48,6 +49,12 @@ def add_run_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--duration", type=float, help="seconds each caller speaks")
     p.add_argument("--interval", type=float, help="planned seconds between utterance starts")
     p.add_argument("--response-timeout", type=float, help="seconds an utterance may wait for its result")
+    p.add_argument("--scenario", choices=KINDS, help="call shape: one-way (default), two-way, group, "
+                                                    "barge-in, monologue (docs/scenarios.md)")
+    p.add_argument("--listeners", type=int, help="group: listeners per call (default 4)")
+    p.add_argument("--target-languages", help="group: the listeners' languages in turn, e.g. es,fr")
+    p.add_argument("--listen-sample", type=float, help="share of utterances whose translated audio is "
+                                                       "decoded and checked for silence and clipping")
     p.add_argument("--reconnect", action="store_true", default=None,
                    help="a caller the server drops connects again and speaks on (scenario.reconnect)")
     p.add_argument("--fixtures", help="fixture manifest (default: fixtures/audio/manifest.json)")
@@ -78,7 +85,8 @@ def add_run_command(sub: argparse._SubParsersAction) -> None:
     live.add_argument("--metrics-host", default="127.0.0.1", help="listen address (default: %(default)s)")
     live.add_argument("--metrics-linger", type=float, default=15.0,
                       help="after the last utterance, wait up to this many seconds for a final scrape")
-    live.add_argument("--scenario", help="the metrics' scenario label (default: the --config file's name)")
+    live.add_argument("--metrics-label", help="the metrics' `scenario` label (default: the --config file's "
+                                             "name, else the scenario kind)")
     adverse = p.add_argument_group("adverse conditions (docs/impairment.md)")
     adverse.add_argument("--impairment", help="network impairment profile for every caller (wifi-good, "
                                               "4g-busy, lossy-5, satellite, …), or callers split across "
@@ -117,9 +125,16 @@ def build_config(args: argparse.Namespace) -> RunConfig:
                 "traefik_metrics": getattr(args, "traefik_metrics", None)},
         scenario={"callers": args.callers, "duration_s": args.duration, "utterance_interval_s": args.interval,
                   "response_timeout_s": args.response_timeout, "fixtures": args.fixtures,
-                  "reconnect": getattr(args, "reconnect", None)},
+                  "reconnect": getattr(args, "reconnect", None), "kind": getattr(args, "scenario", None),
+                  "listeners": getattr(args, "listeners", None),
+                  "target_languages": _languages(getattr(args, "target_languages", None)),
+                  "listen_sample": getattr(args, "listen_sample", None)},
         stack={"config": args.stack_config, "port_offset": args.port_offset},
     )
+
+
+def _languages(flag: str | None) -> tuple[str, ...] | None:
+    return tuple(x.strip() for x in flag.split(",") if x.strip()) if flag else None
 
 
 def with_conditions(cfg: RunConfig, args: argparse.Namespace) -> RunConfig:
@@ -200,17 +215,29 @@ def swarm_options(args: argparse.Namespace) -> SwarmOptions:
         worker=args.worker, master_host=args.master_host)
 
 
-def metrics_options(args: argparse.Namespace) -> MetricsOptions | None:
+def metrics_options(args: argparse.Namespace, kind: str = "one-way") -> MetricsOptions | None:
     """--metrics-port and friends; imports prometheus-client only when the flag is given."""
     if args.metrics_port is None:
         return None
     from loadtest.metrics import MetricsOptions
 
-    scenario = args.scenario or (Path(args.config).stem if args.config else "default")
+    scenario = args.metrics_label or (Path(args.config).stem if args.config else kind)
     return MetricsOptions(args.metrics_port, args.metrics_host, scenario, args.metrics_linger)
 
 
+def check_plan(cfg: RunConfig, library: FixtureLibrary) -> None:
+    """Every speaking party has speech in its language (a usage error now, not a failed run later)."""
+    from loadtest.scenarios import PlanError, fixtures_by_party
+
+    try:
+        fixtures_by_party(cfg.scenario.cast(), library, cfg.scenario.fixture_ids)
+    except PlanError as exc:
+        raise ConfigError(f"'scenario.kind' {cfg.scenario.kind}: {exc}") from None
+
+
 def warn_about_plan(cfg: RunConfig, library: FixtureLibrary) -> None:
+    if cfg.scenario.kind in ("barge-in", "monologue"):
+        return  # their timetables are not one utterance per interval
     longest = max(library.fixture(i).duration_s for i in cfg.scenario.fixture_ids or library.ids)
     if longest + 0.5 > cfg.scenario.utterance_interval_s:
         print(f"warning: utterance interval {cfg.scenario.utterance_interval_s:.1f} s leaves less than 0.5 s "
@@ -285,16 +312,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg = replace(cfg, thresholds=SFU_BUDGET)  # a plain SFU has no pipeline to hold to its budget
     library = FixtureLibrary(Path(cfg.scenario.fixtures))
     library.require(cfg.scenario.fixture_ids)
+    check_plan(cfg, library)
     warn_about_plan(cfg, library)
     run_dir = prepare_run_dir(Path(args.out))
     swarm = swarm_options(args)
-    metrics = metrics_options(args)
+    metrics = metrics_options(args, cfg.scenario.kind)
     stop = StopRequest()
     with stop.installed():
         try:
             with resolved_target(cfg, stack_cfg) as target:
                 s = cfg.scenario
-                print(f"target {redact_url(target.url)}: {s.callers} caller(s) for {s.duration_s:.0f} s "
+                print(f"target {redact_url(target.url)}: {s.callers} {s.kind} call(s) for "
+                      f"{s.duration_s:.0f} s "
                       f"({args.engine})", file=sys.stderr, flush=True)
                 if target.insecure:
                     print("warning: --insecure: the target's TLS certificate is NOT verified (stamped on "

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from loadtest.adverse import clip_for, network_plan, pre_encode, stamp
+from loadtest.adverse import network_plan, pre_encode, stamp
 from loadtest.config import RunConfig
 from loadtest.conversation import converse, resume
 from loadtest.credentials import credentials_for
@@ -26,6 +26,7 @@ from loadtest.profile_file import load_profile
 from loadtest.redaction import redact_url, scrub
 from loadtest.rows import ActiveUsers, RowMaker
 from loadtest.rundir import new_run_id, write_run_json
+from loadtest.scenarios import finite_plan, spoken_ids
 from loadtest.selfwatch import append_sample
 from loadtest.signaling import SignalingError
 from loadtest.target import Target, ssl_context
@@ -86,19 +87,13 @@ class Run:
             connect_timeout_s=s.connect_timeout_s, request_timeout_s=s.connect_timeout_s,
             response_timeout_s=s.response_timeout_s, source_language=s.source_language,
             target_language=s.target_language, credentials=credentials_for(profile, t.auth_token),
-            relay=t.relay())
+            relay=t.relay(), cast=s.cast(), listen_sample=s.listen_sample)
 
     def plan(self, caller: int) -> list[ScheduledUtterance]:
         s = self.cfg.scenario
-        ids = list(s.fixture_ids) or self.library.ids
-        plan: list[ScheduledUtterance] = []
-        k = 0
-        while k * s.utterance_interval_s < s.duration_s:
-            fixture_id = ids[(caller + k) % len(ids)]
-            clip = clip_for(self.library, fixture_id, self.cfg.noise, caller)
-            plan.append(ScheduledUtterance(fixture_id, clip, k * s.utterance_interval_s))
-            k += 1
-        return plan
+        return finite_plan(s.cast(), self.library, s.fixture_ids, caller, s.utterance_interval_s,
+                           s.duration_s,
+                           self.cfg.noise)
 
     def record(self, tl: UtteranceTimeline, client: PipelineClient, user: int) -> None:
         row = self.rows(tl, client, user)
@@ -181,7 +176,7 @@ def execute_run(cfg: RunConfig, target: Target, run_dir: Path, library: FixtureL
         run.metrics.track_active(lambda: run.active.current)
         print(f"metrics: {exporter.url}", file=sys.stderr, flush=True)
     # Encode every clip before the clock starts: encoding on the media loop would stall every caller.
-    pre_encode(library, cfg.scenario.fixture_ids or library.ids, cfg.noise)
+    pre_encode(library, spoken_ids(cfg.scenario.cast(), library, cfg.scenario.fixture_ids), cfg.noise)
     print(run.ice.describe(), file=sys.stderr, flush=True)
     write_run_json(run_dir, {
         "run_id": run.run_id, "engine": "direct", "target": redact_url(target.url),

@@ -26,17 +26,26 @@ class Party:
     caller: int = 0
     source_language: str = "en"
     target_language: str = "es"
+    # In a call with several speakers or listeners (cast.py) each peer carries its name, and a listener
+    # the name of the party it hears; a one-speaker one-listener call keeps the plain peer names.
+    name: str = ""
+    speaker_name: str = ""
 
     @property
     def peer(self) -> str:
-        return f"{self.conversation}-{self.role}"
+        return f"{self.conversation}-{self.role}" + (f"-{self.name}" if self.name else "")
+
+    @property
+    def speaker_peer(self) -> str:
+        return f"{self.conversation}-speaker" + (f"-{self.speaker_name}" if self.speaker_name else "")
 
 
 def session_variables(party: Party, credentials: Credentials) -> dict[str, Any]:
     variables: dict[str, Any] = {
         "room": party.conversation, "conversation": party.conversation, "peer": party.peer,
         "role": party.role, "caller": party.caller,
-        "speaker_peer": f"{party.conversation}-speaker", "listener_peer": f"{party.conversation}-listener",
+        "speaker_peer": party.speaker_peer,
+        "listener_peer": party.peer if party.role == "listener" else f"{party.conversation}-listener",
         "source_language": party.source_language, "target_language": party.target_language,
     }
     variables["token"] = credentials.token(party.caller, variables)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loadtest.adverse import clip_for, network_plan, pre_encode
+from loadtest.adverse import network_plan, pre_encode
 from loadtest.bridge import MediaLoop, wait_in_greenlet
 from loadtest.conditions import ImpairmentConfig, NoiseConfig
 from loadtest.conversation import converse, resume
@@ -27,6 +26,7 @@ from loadtest.fixtures import FixtureLibrary, silence_packet
 from loadtest.ice import choose_ice
 from loadtest.journal import JournalShard, worker_name
 from loadtest.rows import ActiveUsers, RowMaker
+from loadtest.scenarios import endless_plan, spoken_ids
 from loadtest.timeline import SampleRow, UtteranceTimeline
 from loadtest.webrtc_client import (
     ClientOptions,
@@ -41,16 +41,6 @@ STOP_MESSAGE = "speechload_stop"
 SHIP_BATCH = 200
 SHIP_INTERVAL_S = 1.0  # ship at least this often, so the master's live metrics lag by about a second
 STAGES = ("stt", "translation", "tts", "e2e")
-
-
-def endless_plan(library: FixtureLibrary, fixture_ids: list[str], caller: int,
-                 interval_s: float, noise: NoiseConfig | None = None) -> Iterator[ScheduledUtterance]:
-    """Utterance k at k·interval, fixtures in turn (each caller starts at a different one), at the
-    caller's SNR when the run mixes noise in."""
-    noise = noise or NoiseConfig()
-    for k in itertools.count():
-        fixture_id = fixture_ids[(caller + k) % len(fixture_ids)]
-        yield ScheduledUtterance(fixture_id, clip_for(library, fixture_id, noise, caller), k * interval_s)
 
 
 @dataclass
@@ -96,7 +86,9 @@ class Swarm:
     def start(self) -> None:
         import gevent
 
-        pre_encode(self.settings.library, self.settings.fixture_ids, self.settings.noise)  # before any clock
+        s = self.settings
+        # Before any clock starts: encoding on the media loop would stall every caller.
+        pre_encode(s.library, spoken_ids(s.options.the_cast(), s.library, s.fixture_ids), s.noise)
         self.media.start()
         self.media.submit(self._configure()).result(timeout=10)
         self._watcher = gevent.get_hub().loop.async_()
@@ -165,7 +157,8 @@ class Swarm:
         s = self.settings
 
         def plan(elapsed_s: float) -> Iterator[ScheduledUtterance]:
-            return resume(endless_plan(s.library, s.fixture_ids, user, s.interval_s, s.noise), elapsed_s)
+            items = endless_plan(s.options.the_cast(), s.library, s.fixture_ids, user, s.interval_s, s.noise)
+            return resume(items, elapsed_s)
 
         task = asyncio.ensure_future(converse(client, plan, stop, self.active,
                                               new_client if s.reconnect else None))

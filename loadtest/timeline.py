@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 
 STAGES = ("connect", "stt", "translation", "tts", "e2e")
+PACKET_MS = 20.0  # one translated-audio RTP packet (the reference gateway's and browsers' ptime)
 PIPELINE_STAGES = ("stt", "translation", "tts", "e2e")
 
 
@@ -66,6 +67,23 @@ class UtteranceTimeline:
     error_stage: str | None = None
     send_lateness: list[float] = field(default_factory=list, repr=False)
     snr_db: float | None = None  # noise mixed into the clip at this SNR (None: clean speech)
+    # Who spoke and who heard (a conversation may have two parties and several listeners).
+    scenario: str = "one-way"
+    party: str = "a"
+    listener: str = "l1"
+    # What the listener heard of the translated audio (loadtest/hearing.py).
+    t_audio_end: float | None = None  # last packet's arrival + 20 ms; None while unknown
+    audio_packets: int | None = None  # None: no translated audio was announced for this utterance
+    audio_missing_packets: int | None = None
+    audio_gaps: int | None = None
+    listen_checked: bool = False
+    listen_silent: bool | None = None
+    listen_clipped: bool | None = None
+    listen_rms_dbfs: float | None = None
+    previous_audio_end: float | None = None  # end of the audio this listener heard just before this one's
+    previous_cut: bool | None = None
+    segmentation: str | None = None  # span matching only: single | merged | split | lost
+    segment_id: str | None = None  # the gateway utterance whose events timed this one
 
     def last_milestone(self) -> str:
         if self.mode == "sfu":
@@ -111,6 +129,28 @@ class StageLatencies:
     tts_ms: float | None
     e2e_ms: float | None
     sfu_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class HeardTimes:
+    """The listener's view of one utterance, in ms (docs/samples.md)."""
+
+    start_offset_ms: float | None  # first translated audio − start of the source speech
+    end_offset_ms: float | None  # end of the translated audio − end of the source speech
+    audio_received_ms: float | None
+    overlap_ms: float | None  # the previous audio still played this long after this translation was ready
+    after_previous_ms: float | None  # this audio's onset − the previous audio's end (negative: overlap)
+
+
+def heard_times(tl: UtteranceTimeline) -> HeardTimes:
+    overlap = _ms(tl.previous_audio_end, tl.t_translation)
+    return HeardTimes(
+        start_offset_ms=_ms(tl.t_audio_onset, tl.t_send_start),
+        end_offset_ms=_ms(tl.t_audio_end, tl.t_speech_end),
+        audio_received_ms=None if tl.audio_packets is None else tl.audio_packets * PACKET_MS,
+        overlap_ms=None if overlap is None else max(0.0, overlap),
+        after_previous_ms=_ms(tl.t_audio_onset, tl.previous_audio_end),
+    )
 
 
 def stage_latencies(tl: UtteranceTimeline) -> StageLatencies:
@@ -225,6 +265,27 @@ class SampleRow:
     rx_down_expected: float | None = None
     net_ice_ms: float | None = None
     reconnects: int = 0  # the caller's successful reconnects before this utterance (scenario.reconnect)
+    # Scenarios and what the listener heard (docs/samples.md, "Listeners").
+    scenario: str = "one-way"
+    party: str = "a"
+    listener: str = "l1"
+    direction: str = ""
+    t_audio_end: float | None = None
+    start_offset_ms: float | None = None
+    end_offset_ms: float | None = None
+    audio_packets: int | None = None
+    audio_received_ms: float | None = None
+    audio_missing_packets: int | None = None
+    audio_gaps: int | None = None
+    listen_checked: bool = False
+    listen_silent: bool | None = None
+    listen_clipped: bool | None = None
+    listen_rms_dbfs: float | None = None
+    overlap_ms: float | None = None
+    after_previous_ms: float | None = None
+    previous_cut: bool | None = None
+    segmentation: str | None = None
+    segment_id: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -255,6 +316,7 @@ class RowContext:
 def to_row(tl: UtteranceTimeline, ctx: RowContext) -> SampleRow:
     lat = stage_latencies(tl)
     out = outcome(tl)
+    heard = heard_times(tl)
     return SampleRow(
         run_id=ctx.run_id,
         worker=ctx.worker,
@@ -304,5 +366,25 @@ def to_row(tl: UtteranceTimeline, ctx: RowContext) -> SampleRow:
         listener_node=ctx.listener_node,
         snr_db=tl.snr_db,
         reconnects=ctx.reconnects,
+        scenario=tl.scenario,
+        party=tl.party,
+        listener=tl.listener,
+        direction=f"{tl.source_language}-{tl.target_language}",
+        t_audio_end=tl.t_audio_end,
+        start_offset_ms=heard.start_offset_ms,
+        end_offset_ms=heard.end_offset_ms,
+        audio_packets=tl.audio_packets,
+        audio_received_ms=heard.audio_received_ms,
+        audio_missing_packets=tl.audio_missing_packets,
+        audio_gaps=tl.audio_gaps,
+        listen_checked=tl.listen_checked,
+        listen_silent=tl.listen_silent,
+        listen_clipped=tl.listen_clipped,
+        listen_rms_dbfs=tl.listen_rms_dbfs,
+        overlap_ms=heard.overlap_ms,
+        after_previous_ms=heard.after_previous_ms,
+        previous_cut=tl.previous_cut,
+        segmentation=tl.segmentation,
+        segment_id=tl.segment_id,
         **ctx.network,  # type: ignore[arg-type]
     )

@@ -82,3 +82,12 @@ def answer_produce(transport: Any, session: PeerSession) -> None:
                                        rtp_parameters=rtp_parameters.model_dump(exclude_none=True),
                                        app_data=app_data or {})
         return str(answer["id"])
+
+
+def receiver_of(transport: Any, consumer: Any) -> Any:
+    """A consumer's RTCRtpReceiver: pymediasoup 1.5.0 builds its Consumer without the receiver it got
+    from the handler."""
+    transceiver = transport._handler._mapMidTransceiver.get(consumer.localId)
+    if transceiver is None:
+        raise SignalingError(f"no transceiver for consumer {consumer.id}")
+    return transceiver.receiver

@@ -1,11 +1,13 @@
-"""PipelineClient: one synthetic conversation — a speaker and a listener in one room, one clock.
+"""PipelineClient: one synthetic call -- its speaking parties and its listeners in one room, one clock.
 
-The speaker publishes fixture speech on a planned timetable (open model: a slow reply never delays the
-next utterance); the listener consumes what the profile's mode times — the translated speech and the
-result events (mode "pipeline"), or the speaker's own voice through the SFU (mode "sfu"). Every
-utterance ends in exactly one status, delivered once to ``on_utterance``; a conversation that fails after
-its transport connected still delivers one error row carrying the connect time, and a connection the
-server drops ends every pending utterance as an error at the stage it was in.
+Who is in the call is its cast (loadtest/cast.py: one-way, two-way, group, …). Each speaking party
+publishes fixture speech on a planned timetable (open model: a slow reply never delays the next
+utterance); each listener consumes what the profile's mode times -- a party's translated speech and the
+result events (mode "pipeline"), or that party's own voice through the SFU (mode "sfu") -- and every
+utterance is timed at every listener of its party: one timeline (one row) per utterance and listener.
+Every timeline ends in exactly one status, delivered once to ``on_utterance``; a call that fails after
+its transports connected still delivers one error row carrying the connect time, and a connection the
+server drops ends every pending timeline as an error at the stage it was in.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import logging
 import ssl
 import time
 import uuid
@@ -21,37 +22,26 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pymediasoup.rtp_parameters import RtpParameters
-
-from loadtest.announcements import Announcements
+from loadtest.cast import Cast, cast_for
 from loadtest.credentials import Credentials
-from loadtest.events import Correlator, ResultEvent
 from loadtest.fixtures import EncodedClip
+from loadtest.gcpolicy import settle_connected
 from loadtest.ice import TurnRelay
-from loadtest.inbox import Inbox
-from loadtest.linkwatch import wait_link, watch_link
-from loadtest.media import PlannedUtterance, TranslatedAudioMonitor, UtteranceTrack
+from loadtest.listener import Listener
+from loadtest.media import PlannedUtterance
 from loadtest.profile import SignalingProfile
 from loadtest.session import Party, PeerSession
 from loadtest.signaling import SignalingError
+from loadtest.speaker import Speaker
 from loadtest.timeline import STALLED_STAGE, UtteranceTimeline
-from loadtest.transit import TransitCorrelator, VoicedArrivalMonitor
-from loadtest.transport import answer_produce, create_transport, load_device
 
 if TYPE_CHECKING:
     from loadtest.impairments.observe import NetworkWatch
 
-log = logging.getLogger(__name__)
 START_LEAD_S = 0.5
 SCHEDULE_AHEAD_S = 1.0
-
-
-def _receiver_of(transport: Any, consumer: Any) -> Any:
-    # pymediasoup 1.5.0 builds its Consumer without the RTCRtpReceiver it got from the handler.
-    transceiver = transport._handler._mapMidTransceiver.get(consumer.localId)
-    if transceiver is None:
-        raise SignalingError(f"no transceiver for consumer {consumer.id}")
-    return transceiver.receiver
+BARGE_IN_MIN_LEAD_S = 0.04  # a barge-in planned from an onset still goes to its track before it is due
+MERGE_SLACK_S = 20.0  # monologue: up to ~3 following sentences a segment may hold
 
 
 @dataclass(frozen=True)
@@ -66,9 +56,14 @@ class ClientOptions:
     target_language: str = "es"
     credentials: Credentials = field(default_factory=Credentials)
     relay: TurnRelay | None = None  # relay-only: every transport goes through this TURN server
-    # The listener's signaling URL when it differs from the speaker's (`url`): e.g. each peer on its own
-    # gateway replica. None: both peers use `url`.
+    # The listeners' signaling URL when it differs from the speakers' (`url`): e.g. each peer on its own
+    # gateway replica. None: every peer uses `url`.
     listener_url: str | None = None
+    cast: Cast | None = None  # who is in the call; None: one-way in the languages above
+    listen_sample: float = 0.0  # share of utterances whose translated audio is decoded and checked
+
+    def the_cast(self) -> Cast:
+        return self.cast or cast_for("one-way", self.source_language, self.target_language)
 
 
 @dataclass(frozen=True)
@@ -76,6 +71,10 @@ class ScheduledUtterance:
     fixture_id: str
     clip: EncodedClip
     offset_s: float  # planned start, relative to the conversation's first slot
+    party: str = "a"  # the speaking party (cast.py)
+    # Barge-in: start this long after the party's previous utterance's translated speech began at its
+    # first listener (offset_s stays the fallback when that audio does not come in time).
+    after_onset_s: float | None = None
 
 
 @dataclass
@@ -84,7 +83,7 @@ class ConversationResult:
     connect_ms: float | None = None
     error: str | None = None
     utterances: int = 0
-    handled_events: int = 0  # server messages to the listener: handled + malformed + unmatched = received
+    handled_events: int = 0  # server messages to the listeners: handled + malformed + unmatched = received
     malformed_events: int = 0
     unmatched_events: int = 0
     translated_packets: int = 0
@@ -103,68 +102,97 @@ class PipelineClient:
                  caller: int = 0, network: NetworkWatch | None = None) -> None:
         self.options = options
         self.mode = options.profile.mode
+        self.cast = options.the_cast()
         self.conversation = conversation or f"conv-{uuid.uuid4().hex[:8]}-{next(_ids)}"
         self.caller = caller
         self.network = network  # the caller's impaired network (loadtest/impairments), when the run has one
         self.result = ConversationResult(self.conversation)
         self._clock = clock
         self._on_utterance = on_utterance
-        self._track = UtteranceTrack(silence, clock)
-        self._speaker: PeerSession | None = None
-        self._listener: PeerSession | None = None
-        self._announcements = Announcements(options.profile.producers)
-        self._inbox = Inbox(options.profile, self._announcements, self._route_event, self._on_announced,
-                            clock)
-        self._mic_id: str | None = None
-        self._recv_transport: Any = None
-        self._send_transport: Any = None
-        self._receiver: Any = None
-        self._rtp_sender: Any = None
-        self._listener_caps: Any = None
-        self._consumed = asyncio.Event()
-        self._correlator: Correlator | None = None
-        self._transit: TransitCorrelator | None = None
-        self._monitor = TranslatedAudioMonitor(self._on_onset, clock)
-        self._voiced = VoicedArrivalMonitor(self._on_voiced, clock)
+        self.speakers = {
+            v.party: Speaker(v, self._session("speaker", v.party, v.source_language, v.target_language),
+                             silence, clock)
+            for v in self.cast.voices}
+        self.listeners = [
+            Listener(e, self._session("listener", e.name, self.cast.voice(e.hears).source_language,
+                                      e.language, hears=e.hears),
+                     self.mode, self._fail, clock, self.cast.matching, options.listen_sample)
+            for e in self.cast.ears]
         self._pending: dict[str, UtteranceTimeline] = {}
         self._all_done = asyncio.Event()
         self._broken = asyncio.Event()
-        self._consume_error: str | None = None
-        self.stats: dict[str, float | None] = {"jitter_ms": None, "packets_lost": None, "rtt_ms": None,
-                                               "packets_received": None}
+        self._failure: str | None = None
+        self._onset_seen = asyncio.Event()
+        for listener in self.listeners:
+            listener.on_onset_seen = self._onset_seen.set
+
+    @property
+    def stats(self) -> dict[str, float | None]:
+        """The first listener's RTC stats (the one a one-way call has), RTT from its party's speaker."""
+        return self.listeners[0].stats
+
+    def stats_for(self, tl: UtteranceTimeline) -> dict[str, float | None]:
+        return self._listener(tl.listener).stats
+
+    def nodes_for(self, tl: UtteranceTimeline) -> tuple[str | None, str | None]:
+        """The gateway replicas of the utterance's speaker and listener peers."""
+        return self.speakers[tl.party].node, self._listener(tl.listener).node
+
+    def _listener(self, name: str) -> Listener:
+        return next((ls for ls in self.listeners if ls.ear.name == name), self.listeners[0])
 
     # ---- connect -------------------------------------------------------------------------------
 
-    def _session(self, role: str) -> PeerSession:
+    def _session(self, role: str, name: str, source: str, target: str,
+                 hears: str | None = None) -> PeerSession:
         o = self.options
-        party = Party(self.conversation, role, self.caller, o.source_language, o.target_language)
+        single = self.cast.kind == "one-way" or len(self.cast.voices) + len(self.cast.ears) == 2
+        # A one-speaker one-listener call keeps the peer names "<conversation>-speaker"/"-listener".
+        party = Party(self.conversation, role, self.caller, source, target,
+                      name="" if single else name, speaker_name="" if single else (hears or name))
         url = o.listener_url if role == "listener" and o.listener_url else o.url
         return PeerSession.open(url, o.profile, o.ssl_context, o.request_timeout_s, party, o.credentials)
 
     async def connect(self) -> None:
-        """Speaker and listener join; the listener consumes what the mode times; sets connect_ms.
+        """Every peer joins (listeners first: the gateway learns the languages wanted before anyone
+        produces); each listener consumes what the mode times; sets connect_ms (the last speaker's DTLS).
 
-        A failure after the send transport connected is delivered as one error utterance carrying the
+        A failure after the send transports connected is delivered as one error utterance carrying the
         connect time (it was measured), then raised."""
         t_start = self._clock()
-        self._speaker, self._listener = self._session("speaker"), self._session("listener")
         timeout = self.options.connect_timeout_s
-        await asyncio.gather(self._speaker.connect(timeout), self._listener.connect(timeout))
-        for session in (self._speaker, self._listener):
+        sessions = [s.session for s in self.speakers.values()] + [ls.session for ls in self.listeners]
+        await asyncio.gather(*(s.connect(timeout) for s in sessions))
+        for session in sessions:
             session.channel.on_lost(self._on_lost)
-        self._inbox.register(self._listener.channel.on)
-        listener_join = await self._join(self._listener)
-        speaker_join = await self._join(self._speaker)
-        self.result.speaker_node = _node(speaker_join)
-        self.result.listener_node = _node(listener_join)
-        await self._open_listener(listener_join)
-        connected = await self._open_speaker(speaker_join)
-        self.result.connect_ms = (connected - t_start) * 1000.0
+        for ls in self.listeners:
+            ls.listen()
+        listener_joins = [await self._join(ls.session) for ls in self.listeners]
+        speaker_joins = {party: await self._join(s.session) for party, s in self.speakers.items()}
+        for ls, join in zip(self.listeners, listener_joins, strict=True):
+            ls.node = _node(join)
+        for party, join in speaker_joins.items():
+            self.speakers[party].node = _node(join)
+        self.result.speaker_node = self.speakers["a"].node if "a" in self.speakers else None
+        self.result.listener_node = self.listeners[0].node
+        for ls, join in zip(self.listeners, listener_joins, strict=True):
+            await ls.open(join, self.options.relay, self.network)
+        connected = []
+        for party, speaker in self.speakers.items():
+            mic = await speaker.produce(speaker_joins[party], self.options.relay, self.network)
+            for ls in self.listeners:
+                if ls.ear.hears == party:
+                    ls.time_party(mic, self._complete)
+                    await ls.consume_wanted()
+            connected.append(await speaker.connected(timeout, self.options.relay))
+        self.result.connect_ms = (max(connected) - t_start) * 1000.0
         try:
-            await self._await_consumer(timeout)
+            for ls in self.listeners:
+                await self._await_consumer(ls, timeout)
         except SignalingError as exc:
             self._deliver_failure(str(exc), "connect")
             raise
+        settle_connected()
 
     async def _join(self, session: PeerSession) -> dict[str, Any]:
         answer = await session.join()
@@ -175,110 +203,16 @@ class PipelineClient:
                                  "name them 'rtp_capabilities' in one step's response table")
         return answer
 
-    async def _await_consumer(self, timeout: float) -> None:
-        waiting = asyncio.ensure_future(self._consumed.wait())
-        broken = asyncio.ensure_future(self._broken.wait())
-        try:
-            await asyncio.wait({waiting, broken}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiting.cancel()
-            broken.cancel()
-        if self._consumed.is_set():
+    async def _await_consumer(self, listener: Listener, timeout: float) -> None:
+        await _first_of([listener.consumed, self._broken], timeout)
+        if listener.consumed.is_set():
             return
-        if self._consume_error is not None:
-            raise SignalingError(self._consume_error)
+        if self._failure is not None:
+            raise SignalingError(self._failure)
         what = "translated-speech producer" if self.mode == "pipeline" else "producer of our speaker"
-        raise SignalingError(f"no {what} matched producers.consume within {timeout:.0f} s "
-                             f"({self._announcements.describe()})")
-
-    async def _open_speaker(self, join: dict[str, Any]) -> float:
-        assert self._speaker is not None
-        session = self._speaker
-        device = await load_device(join["rtp_capabilities"], [self._track])
-        transport = await create_transport(session, device, "send", self.options.relay, self._clock,
-                                           self.network)
-        self._send_transport = transport
-        link = watch_link(transport, "send")  # connect ends when DTLS is up, not at ICE (pymediasoup's)
-
-        answer_produce(transport, session)
-        producer = await transport.produce(track=self._track, stopTracks=False, appData={"type": "mic"})
-        self._mic_id = producer.id
-        self._rtp_sender = producer.rtpSender
-        if self.network is not None:
-            self.network.attach_sender(producer.rtpSender)  # the SFU's receiver reports about our stream
-        self._track.attach_sender(producer.rtpSender)
-        if self.mode == "sfu":
-            self._transit = TransitCorrelator(self._complete)
-        else:
-            self._correlator = Correlator(producer.id, self._complete, self._clock)
-        await self._consume_wanted()
-        timeout = self.options.connect_timeout_s
-        try:
-            await wait_link(transport, link, timeout)
-        except SignalingError as exc:
-            if "not connected within" not in str(exc):
-                raise  # a refused connect_transport, or ICE/DTLS failed: its own words
-            hint = ("no relay allocation or relayed path: check the TURN URL and credentials"
-                    if self.options.relay is not None else
-                    "no reachable candidate pair: check --ice-address and the gateway's announced address")
-            via = "through the TURN relay " if self.options.relay is not None else ""
-            raise SignalingError(f"send transport: ICE + DTLS did not complete {via}within {timeout:.0f} s "
-                                 f"({link.state()}; {hint})") from None
-        assert link.dtls_at is not None
-        return link.dtls_at if self._clock is time.monotonic else self._clock()
-
-    async def _open_listener(self, join: dict[str, Any]) -> None:
-        assert self._listener is not None
-        device = await load_device(join["rtp_capabilities"], [])
-        self._listener_caps = device.rtpCapabilities.model_dump(exclude_none=True)
-        self._recv_transport = await create_transport(self._listener, device, "recv", self.options.relay,
-                                                      self._clock, self.network)
-        if join.get("producers"):
-            self._inbox.announce(join["producers"])
-
-    # ---- listener side -------------------------------------------------------------------------
-
-    def _route_event(self, event: ResultEvent, t: float) -> bool:
-        return self._correlator.on_event(event, t) if self._correlator is not None else False
-
-    def _on_announced(self) -> None:
-        if self._mic_id is not None:
-            asyncio.get_running_loop().create_task(self._consume_wanted())
-
-    def _match_variables(self) -> dict[str, Any]:
-        assert self._listener is not None
-        return {**self._listener.variables, "mic_producer": self._mic_id or ""}
-
-    async def _consume_wanted(self) -> None:
-        try:
-            for pid in self._announcements.wanted(self._match_variables()):
-                self._announcements.consumed.add(pid)
-                await self._consume(pid)
-        except SignalingError as exc:
-            self._consume_error = f"consuming the announced producer failed: {exc}"
-            self._broken.set()
-
-    async def _consume(self, producer_id: str) -> None:
-        assert self._listener is not None
-        info = await self._listener.request("consume", transport_id=self._recv_transport.id,
-                                            producer_id=producer_id, rtp_capabilities=self._listener_caps)
-        consumer = await self._recv_transport.consume(
-            id=info["id"], producerId=info["producer_id"], kind=info["kind"],
-            rtpParameters=RtpParameters.model_validate(info["rtp_parameters"]))
-        self._receiver = consumer.rtpReceiver or _receiver_of(self._recv_transport, consumer)
-        monitor = self._voiced if self.mode == "sfu" else self._monitor
-        monitor.attach(self._receiver)
-        if self.options.profile.has_request("resume_consumer"):
-            await self._listener.request("resume_consumer", consumer_id=info["id"])
-        self._consumed.set()
-
-    def _on_onset(self, onset: Any) -> None:
-        if self._correlator is not None:
-            self._correlator.on_onset(onset)
-
-    def _on_voiced(self, t_arrival: float) -> None:
-        if self._transit is not None:
-            self._transit.on_voiced(t_arrival)
+        who = "" if len(self.listeners) == 1 else f"listener {listener.ear.name}: "
+        raise SignalingError(f"{who}no {what} matched producers.consume within {timeout:.0f} s "
+                             f"({listener.describe_wait()})")
 
     # ---- failures ------------------------------------------------------------------------------
 
@@ -287,91 +221,108 @@ class PipelineClient:
         """The server dropped this conversation (or a consume failed): it will not hear more."""
         return self._broken.is_set()
 
+    def _fail(self, message: str) -> None:
+        self._failure = self._failure or message
+        self._broken.set()
+
     def _on_lost(self, reason: str) -> None:
         """The server dropped a channel: every pending utterance ends now, as an error where it stood."""
         self.result.error = reason
-        self._consume_error = self._consume_error or reason
-        self._broken.set()
+        self._fail(reason)
         for uid in list(self._pending):
             tl = self._pending.pop(uid)
+            self._listener(tl.listener).expire(tl)  # the row keeps what was heard until now
             tl.error = reason
             tl.error_stage = _stage_reached(tl)
             self._deliver(tl)
         self._all_done.set()
 
     def _deliver_failure(self, message: str, stage: str) -> None:
+        o = self.options
         tl = UtteranceTimeline(
             utterance_id=f"{self.conversation}-0", conversation=self.conversation, seq=0, fixture_id="",
-            source_language=self.options.source_language, target_language=self.options.target_language,
-            t_planned=self._clock(), wall_start=time.time(), mode=self.mode, error=message, error_stage=stage)
+            source_language=o.source_language, target_language=o.target_language,
+            t_planned=self._clock(), wall_start=time.time(), mode=self.mode, error=message, error_stage=stage,
+            scenario=self.cast.kind, party="a", listener=self.listeners[0].ear.name)
         self.result.error = message
         self._deliver(tl)
 
     # ---- speaking ------------------------------------------------------------------------------
 
-    async def speak(
-        self,
-        plan: Iterable[ScheduledUtterance],
-        stop: asyncio.Event | None = None,
-        first_slot_delay_s: float = START_LEAD_S,
-    ) -> None:
+    async def speak(self, plan: Iterable[ScheduledUtterance], stop: asyncio.Event | None = None,
+                    first_slot_delay_s: float = START_LEAD_S) -> None:
         """Speak the plan on its timetable; return once every utterance has its final status.
 
-        The plan may be endless (a locust user speaks until stopped): each utterance is handed to the
-        track shortly before it is due, so the queue stays short; ``stop`` ends the plan. Utterances
-        already handed over are still spoken and awaited, each at most until its own deadline.
+        The plan may be endless (a locust user speaks until stopped): each utterance is handed to its
+        party's track shortly before it is due, so the queues stay short; ``stop`` ends the plan.
+        Utterances already handed over are still spoken and awaited, each at most until its deadline.
         """
-        assert self._correlator is not None or self._transit is not None
-        loop = asyncio.get_running_loop()
         t0 = self._clock() + first_slot_delay_s
         wall0 = time.time() + first_slot_delay_s
+        previous: dict[str, list[UtteranceTimeline]] = {}
         for seq, item in enumerate(plan, start=1):
             planned = t0 + item.offset_s
+            if item.after_onset_s is not None and item.party in previous:
+                planned = await self._after_onset(previous[item.party], item.after_onset_s, planned, stop)
             if await self._stopped_before(planned - SCHEDULE_AHEAD_S, stop) or self._broken.is_set():
                 break
-            tl = UtteranceTimeline(
-                utterance_id=f"{self.conversation}-{seq}", conversation=self.conversation, seq=seq,
-                fixture_id=item.fixture_id, source_language=self.options.source_language,
-                target_language=self.options.target_language, t_planned=planned,
-                wall_start=wall0 + item.offset_s, mode=self.mode, snr_db=item.clip.snr_db)
-            self._pending[tl.utterance_id] = tl
-            on_speech_end = None
-            if self._transit is not None:
-                self._transit.expect(tl)
-                on_speech_end = self._transit.on_speech_end
-            elif self._correlator is not None:
-                self._correlator.expect(tl)
-            self._track.schedule(PlannedUtterance(tl, item.clip, on_speech_end))
-            self.result.utterances += 1
-            # Its clip plus the response timeout, then it is a timeout (loop.time() is time.monotonic()).
-            deadline = planned + item.clip.duration_s + self.options.response_timeout_s
-            loop.call_at(deadline, self._expire, tl.utterance_id)
+            timelines = self._schedule(seq, item, planned, wall0 + (planned - t0))
+            previous[item.party] = timelines
         while self._pending:
             self._all_done.clear()
             await self._all_done.wait()
+
+    def _schedule(self, seq: int, item: ScheduledUtterance, planned: float,
+                  wall: float) -> list[UtteranceTimeline]:
+        """One timeline per listener of the speaking party, all stamped by its track."""
+        speaker = self.speakers[item.party]
+        ears = [ls for ls in self.listeners if ls.ear.hears == item.party]
+        stamps = []
+        for ls in ears:
+            uid = f"{self.conversation}-{seq}" + ("" if len(self.listeners) == 1 else f"-{ls.ear.name}")
+            tl = UtteranceTimeline(
+                utterance_id=uid, conversation=self.conversation, seq=seq, fixture_id=item.fixture_id,
+                source_language=speaker.voice.source_language, target_language=ls.ear.language,
+                t_planned=planned, wall_start=wall, mode=self.mode, snr_db=item.clip.snr_db,
+                scenario=self.cast.kind, party=item.party, listener=ls.ear.name)
+            self._pending[uid] = tl
+            stamps.append((tl, ls.expect(tl)))
+            # Its clip plus the response timeout, then it is a timeout (loop.time() is time.monotonic()).
+            # A monologue's sentence may be merged with the ones after it: its results wait for theirs.
+            deadline = planned + item.clip.duration_s + self.options.response_timeout_s + (
+                MERGE_SLACK_S if self.cast.matching == "span" else 0.0)
+            asyncio.get_running_loop().call_at(deadline, self._expire, uid, ls)
+        self.result.utterances += 1
+        (first, on_end), *also = stamps
+        speaker.track.schedule(PlannedUtterance(first, item.clip, on_end, also=tuple(also)))
+        return [tl for tl, _ in stamps]
+
+    async def _after_onset(self, previous: list[UtteranceTimeline], after_s: float, fallback: float,
+                           stop: asyncio.Event | None) -> float:
+        """When the previous utterance's translated speech began (+ after_s), or the fallback slot."""
+        first = previous[0]
+        events = [self._onset_seen, self._broken] + ([stop] if stop is not None else [])
+        while first.t_audio_onset is None and first.error is None and self._clock() < fallback:
+            self._onset_seen.clear()  # set by every listener's next talk spurt; then look again
+            await _first_of(events, fallback - self._clock())
+            if self._broken.is_set() or (stop is not None and stop.is_set()):
+                break
+        if first.t_audio_onset is None:
+            return fallback
+        return max(first.t_audio_onset + after_s, self._clock() + BARGE_IN_MIN_LEAD_S)
 
     async def _stopped_before(self, moment: float, stop: asyncio.Event | None) -> bool:
         """Wait until ``moment`` (the schedule's horizon); True when asked to stop, or when the server
         dropped the conversation, first."""
         remaining = moment - self._clock()
         if remaining > 0:
-            waits = [asyncio.ensure_future(self._broken.wait())]
-            if stop is not None:
-                waits.append(asyncio.ensure_future(stop.wait()))
-            try:
-                await asyncio.wait(waits, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for w in waits:
-                    w.cancel()
+            await _first_of([self._broken] + ([stop] if stop is not None else []), remaining)
         return self._broken.is_set() or (stop is not None and stop.is_set())
 
-    def _expire(self, uid: str) -> None:
+    def _expire(self, uid: str, listener: Listener) -> None:
         tl = self._pending.pop(uid, None)
         if tl is not None:
-            if self._correlator is not None:
-                self._correlator.expire(tl)
-            if self._transit is not None:
-                self._transit.expire(tl)
+            listener.expire(tl)
             self._deliver(tl)
         self._all_done.set()
 
@@ -383,7 +334,6 @@ class PipelineClient:
     def _deliver(self, tl: UtteranceTimeline) -> None:
         self._on_utterance(tl, self)
 
-
     async def sample_stats(self, period_s: float = 2.0) -> None:
         """Refresh the RTC stats every period until cancelled; a failed sample leaves the last one."""
         while True:
@@ -392,32 +342,35 @@ class PipelineClient:
             await asyncio.sleep(period_s)  # sampling period, not synchronisation
 
     async def refresh_stats(self) -> None:
-        """RTC stats for the rows: jitter/loss of the translated audio, RTT of the speaker's stream."""
-        if self._receiver is not None:
-            for report in (await self._receiver.getStats()).values():
-                if getattr(report, "type", "") == "inbound-rtp":
-                    self.stats["jitter_ms"] = report.jitter / 48.0  # RTP units at 48 kHz
-                    self.stats["packets_lost"] = float(report.packetsLost)
-                    self.stats["packets_received"] = float(report.packetsReceived)
-        if self._rtp_sender is not None:
-            for report in (await self._rtp_sender.getStats()).values():
-                if getattr(report, "type", "") == "remote-inbound-rtp":
-                    self.stats["rtt_ms"] = report.roundTripTime * 1000.0
+        """RTC stats for the rows: jitter/loss of each listener's stream, RTT of its party's speaker."""
+        for ls in self.listeners:
+            await ls.refresh_stats()
+            ls.stats["rtt_ms"] = await self.speakers[ls.ear.hears].rtt_ms()
 
     async def close(self) -> None:
-        counts = self._inbox.counts
-        self.result.handled_events = counts.handled
-        self.result.malformed_events = counts.malformed
-        self.result.unmatched_events = counts.unmatched
-        self.result.translated_packets = self._monitor.packets
-        self._track.stop()
-        for transport in (self._send_transport, self._recv_transport):
-            if transport is not None:
+        self.result.handled_events = sum(ls.inbox.counts.handled for ls in self.listeners)
+        self.result.malformed_events = sum(ls.inbox.counts.malformed for ls in self.listeners)
+        self.result.unmatched_events = sum(ls.inbox.counts.unmatched for ls in self.listeners)
+        self.result.translated_packets = sum(ls.monitor.packets for ls in self.listeners)
+        for speaker in self.speakers.values():
+            speaker.track.stop()
+            if speaker.transport is not None:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(transport.close(), 5)
-        for channel in (self._speaker, self._listener):
-            if channel is not None:
-                await channel.close()
+                    await asyncio.wait_for(speaker.transport.close(), 5)
+        for ls in self.listeners:
+            await ls.close()
+        for speaker in self.speakers.values():
+            await speaker.session.close()
+
+
+async def _first_of(events: list[asyncio.Event], timeout: float) -> None:
+    """Until the first of ``events`` is set, or ``timeout`` s."""
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
 
 
 def _stage_reached(tl: UtteranceTimeline) -> str:

@@ -5,6 +5,9 @@
     .venv/bin/python scripts/make_fixtures.py --build    # first re-cut the WAVs from the recordings
     .venv/bin/python scripts/make_fixtures.py --check    # exit 1 if manifest.json is not up to date
 
+The manifest also lists the Spanish clips synthesized by scripts/make_spanish_fixtures.py (es-*.wav),
+analysed here the same way.
+
 Hand-typed (in SPECS below): transcript, Spanish translation, source, licence. Everything else in the
 manifest comes from the audio: duration, sample rate and the speech analysis of loadtest.fixtures
 (20 ms frames at 48 kHz, voiced = RMS > -45 dBFS).
@@ -201,24 +204,29 @@ def highpass(samples: np.ndarray, rate: int) -> np.ndarray:
     return np.clip(np.round(filtered), -32768, 32767).astype(np.int16)
 
 
-def cut(spec: ClipSpec, sources: Sources) -> tuple[Path, str]:
-    """Write the high-passed phrase plus up to MARGIN_FRAMES of the recording on each side."""
-    samples, rate = sources.read(spec.origin)
-    if samples.ndim != 1:
-        raise RuntimeError(f"{spec.id}: expected mono, got {samples.shape}")
-    samples = highpass(samples, rate)
+def phrase_window(samples: np.ndarray, rate: int, clip_id: str) -> tuple[int, int]:
+    """[start, end) in samples of the phrase plus up to MARGIN_FRAMES of the audio on each side."""
     levels = frame_levels_dbfs(to_48k(samples.astype(np.float32) / 32768.0, rate))
     try:
         first, last = phrase_frames(levels)
     except RuntimeError as exc:
-        raise RuntimeError(f"{spec.id}: {exc}") from None
+        raise RuntimeError(f"{clip_id}: {exc}") from None
     # Margins stop short of any other voiced frame (a dropped blip), so they hold none and the
     # clip's analysis reproduces the phrase span exactly.
     voiced = np.flatnonzero(levels > VOICED_DBFS)
     lo = max([first - MARGIN_FRAMES, 0] + [int(i) + 1 for i in voiced if i < first])
     hi = min([last + 1 + MARGIN_FRAMES, len(levels)] + [int(i) for i in voiced if i > last])
     step = round(rate * FRAME_S)  # 20 ms in source samples: cutting on the grid keeps the frames
-    start, end = lo * step, min(len(samples), hi * step)
+    return lo * step, min(len(samples), hi * step)
+
+
+def cut(spec: ClipSpec, sources: Sources) -> tuple[Path, str]:
+    """Write the high-passed phrase plus up to MARGIN_FRAMES of the recording on each side."""
+    samples, rate = sources.read(spec.origin)
+    if samples.ndim != 1:
+        raise RuntimeError(f"{spec.id}: expected mono, got {samples.shape}")
+    samples = highpass(samples, rate)
+    start, end = phrase_window(samples, rate, spec.id)
     path = OUT_DIR / f"{spec.id}.wav"
     sf.write(str(path), samples[start:end], rate, subtype="PCM_16")
     return path, f"source {start / rate:.2f}-{end / rate:.2f} s of {len(samples) / rate:.2f}"
@@ -228,23 +236,25 @@ def cut(spec: ClipSpec, sources: Sources) -> tuple[Path, str]:
 
 def analyse(spec: ClipSpec) -> tuple[dict[str, object], dict[str, float]]:
     """The manifest entry for a committed WAV, and extra numbers for the report table."""
-    path = OUT_DIR / f"{spec.id}.wav"
-    samples, rate = read_mono(path)
+    head = {"id": spec.id, "file": f"{spec.id}.wav", "language": "en", "transcript": spec.transcript,
+            "translations": {"es": spec.es}}
+    return analyse_wav(head, {"source": spec.source, "licence": spec.licence})
+
+
+def analyse_wav(head: dict[str, object], tail: dict[str, object]
+                ) -> tuple[dict[str, object], dict[str, float]]:
+    """An entry: `head` (id, file, ...), the fields analysed from OUT_DIR/<file>, then `tail`."""
+    samples, rate = read_mono(OUT_DIR / str(head["file"]))
     pcm = to_48k(samples, rate)
     span = analyse_speech(pcm)
     entry: dict[str, object] = {
-        "id": spec.id,
-        "file": path.name,
-        "language": "en",
-        "transcript": spec.transcript,
-        "translations": {"es": spec.es},
+        **head,
         "duration_s": round(len(samples) / rate, 4),
         "speech_start_s": round(span.speech_start_s, 3),
         "speech_end_s": round(span.speech_end_s, 3),
         "max_internal_pause_s": round(span.max_internal_pause_s, 3),
         "sample_rate": rate,
-        "source": spec.source,
-        "licence": spec.licence,
+        **tail,
     }
     levels = frame_levels_dbfs(pcm)
     loud = np.flatnonzero(levels > GATEWAY_DBFS)
@@ -286,17 +296,19 @@ def main(argv: list[str] | None = None) -> int:
         for spec in SPECS:
             _, notes[spec.id] = cut(spec, sources)
 
+    from make_spanish_fixtures import spanish_entries  # it imports this module: import it late
+
     entries, failed = [], False
-    print(f"{'id':<12} {'dur':>5} {'speech':>11} {'pause':>5} {'-50dB end':>9} {'edges':>6}  notes")
-    for spec in SPECS:
-        entry, extra = analyse(spec)
+    print(f"{'id':<15} {'dur':>5} {'speech':>11} {'pause':>5} {'-50dB end':>9} {'edges':>6}  notes")
+    for entry, extra in [analyse(spec) for spec in SPECS] + spanish_entries():
         entries.append(entry)
         bad = problems(entry, extra)
         failed |= bool(bad)
-        print(f"{spec.id:<12} {entry['duration_s']:>5.2f} {entry['speech_start_s']:>5.2f}-"
+        clip_id = str(entry["id"])
+        print(f"{clip_id:<15} {entry['duration_s']:>5.2f} {entry['speech_start_s']:>5.2f}-"
               f"{entry['speech_end_s']:<5.2f} {entry['max_internal_pause_s']:>5.2f} "
               f"{extra['gateway_end_s']:>9.2f} {extra['edge_dbfs']:>6.1f}  "
-              f"{'; '.join(bad + [notes.get(spec.id, '')])}")
+              f"{'; '.join(bad + [notes.get(clip_id, '')])}")
     text = render(entries)
     if args.check:
         current = MANIFEST.read_text(encoding="utf-8") if MANIFEST.exists() else ""

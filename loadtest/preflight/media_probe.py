@@ -36,8 +36,7 @@ from loadtest.profile import SignalingProfile
 from loadtest.session import Party, PeerSession
 from loadtest.signaling import Disconnected, SignalingError
 from loadtest.tracing import open_traced, traced
-from loadtest.transport import answer_produce, create_transport, load_device
-from loadtest.webrtc_client import _receiver_of
+from loadtest.transport import answer_produce, create_transport, load_device, receiver_of
 
 FRAME_S = 0.020
 TIME_BASE = fractions.Fraction(1, 48000)
@@ -274,7 +273,7 @@ async def _round_trip(probe: _Probe, track: ProbeTrack, transports: list[Any]) -
     info = await listener.request("consume", transport_id=recv.id, producer_id=source, rtp_capabilities=caps)
     consumer = await recv.consume(id=info["id"], producerId=info["producer_id"], kind=info["kind"],
                                   rtpParameters=RtpParameters.model_validate(info["rtp_parameters"]))
-    receiver = consumer.rtpReceiver or _receiver_of(recv, consumer)
+    receiver = consumer.rtpReceiver or receiver_of(recv, consumer)
     counter = PacketCounter(receiver)
     if opts.profile.has_request("resume_consumer"):
         await listener.request("resume_consumer", consumer_id=info["id"])

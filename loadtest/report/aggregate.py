@@ -10,6 +10,7 @@ import pandas as pd
 from loadtest.report.frame import LoadedSamples
 from loadtest.report.model import (
     EXTRA_METRICS,
+    OPTIONAL_METRICS,
     STAGES,
     Interval,
     LevelSummary,
@@ -232,7 +233,7 @@ def summarise(
     counts, rates = outcome(status, values["e2e"], target_ms)
     stages = {s: stage_stats(values[s], rng, resamples) for s in STAGES}
     metrics = {}
-    for col in EXTRA_METRICS:
+    for col in (*EXTRA_METRICS, *(c for c in OPTIONAL_METRICS if c in frame.columns)):
         st = stage_stats(frame[col].to_numpy(dtype=np.float64), rng, resamples)
         if st.count:
             metrics[col] = st

@@ -7,30 +7,22 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.redaction import redact_url
-from loadtest.report.model import DEFAULT_TARGET_MS, RunMetadata
+from loadtest.report.console import section_lines, stage_lines
+from loadtest.report.model import DEFAULT_TARGET_MS, RunMetadata, RunSummary
 from loadtest.report.report import build_report
 
-STAGE_ORDER = ("connect", "stt", "translation", "tts", "e2e")
 
-
-def print_stage_table(summary: Any) -> None:
-    """The per-stage table every run prints: count and exact percentiles in milliseconds."""
+def print_stage_table(summary: RunSummary) -> None:
+    """The per-stage table every run prints (count and exact percentiles in milliseconds), then the
+    per-group and per-scenario sections when the run has them."""
     u = summary.counts
     print(
         f"utterances: sent {u.sent}  ok {u.ok}  timeout {u.timeout}  error {u.error}   "
         f"e2e under {summary.target_ms:.0f} ms: {summary.rates.e2e_under_target:.1%}",
         file=sys.stderr,
     )
-    print(f"{'stage':<12}{'count':>7}{'p50':>10}{'p95':>10}{'p99':>10}{'max':>10}   (ms)", file=sys.stderr)
-    for name in STAGE_ORDER:
-        st = summary.stages.get(name)
-        if st is None or not st.count:
-            print(f"{name:<12}{0:>7}{'–':>10}{'–':>10}{'–':>10}{'–':>10}", file=sys.stderr)
-            continue
-        print(
-            f"{name:<12}{st.count:>7}{st.p50:>10.1f}{st.p95:>10.1f}{st.p99:>10.1f}{st.max:>10.1f}",
-            file=sys.stderr,
-        )
+    for line in (*stage_lines(summary.stages), *section_lines(summary)):
+        print(line, file=sys.stderr)
 
 
 def report_run(run_dir: Path, cfg: Any = None, partial: bool = False, junit: Path | None = None) -> int:

@@ -102,6 +102,9 @@ def add_report_commands(
     p.add_argument("--partial", action="store_true", help="mark the report partial (run was cut short)")
     p.add_argument("--csv", action="store_true", help="also write samples.csv")
     p.add_argument("--no-charts", dest="charts", action="store_false", help="tables only (faster)")
+    p.add_argument("--by", action="append", default=[], metavar="COLUMN[,COLUMN...]",
+                   help="also give the outcomes and stage figures per group of rows, e.g. direction, "
+                        "listener, scenario, speaker_node (repeatable)")
     _ci_options(p)
     p.set_defaults(func=cmd_report)
 
@@ -227,31 +230,38 @@ def _print_comparison(cmp: Any, indent: str) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from loadtest.report.groups import ByColumnError, parse_by
     from loadtest.report.report import build_report  # heavy (matplotlib): only when the verb runs
 
     try:
         thresholds, target, meta = _resolve_budget(args)
-    except (ThresholdError, ReportConfigError) as exc:
+        by = parse_by(getattr(args, "by", None) or [])
+    except (ThresholdError, ReportConfigError, ByColumnError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if not args.run_dir.is_dir():
         print(f"error: run directory {args.run_dir} does not exist", file=sys.stderr)
         return EXIT_USAGE
-    result = build_report(
-        args.run_dir,
-        thresholds,
-        target,
-        partial=args.partial,
-        metadata=meta,
-        out_dir=args.out,
-        baseline_dir=args.baseline,
-        tolerance_pct=args.tolerance_pct,
-        tolerance_ms=args.tolerance_ms,
-        csv=args.csv,
-        charts=args.charts,
-        strict=args.strict,
-        junit=args.junit,
-    )
+    try:
+        result = build_report(
+            args.run_dir,
+            thresholds,
+            target,
+            partial=args.partial,
+            metadata=meta,
+            out_dir=args.out,
+            baseline_dir=args.baseline,
+            tolerance_pct=args.tolerance_pct,
+            tolerance_ms=args.tolerance_ms,
+            csv=args.csv,
+            charts=args.charts,
+            strict=args.strict,
+            junit=args.junit,
+            by=by,
+        )
+    except ByColumnError as exc:  # raised before anything is written
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     from loadtest.report.build import print_stage_table
 
     print_stage_table(result.summary)

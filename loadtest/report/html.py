@@ -15,11 +15,13 @@ from loadtest.report.html_common import (
     num,
     page,
     pct,
+    stage_table,
     table,
     verdict_cell,
 )
 from loadtest.report.html_conditions import conditions_section
-from loadtest.report.model import BUDGET_BANDS, STAGES, ChartFile, Comparison, RunSummary, StageStats
+from loadtest.report.html_scenarios import by_section, listening_section, scenario_sections
+from loadtest.report.model import STAGES, ChartFile, Comparison, RunSummary
 from loadtest.report.proxy import proxy_section
 
 HEADLINES = {
@@ -42,9 +44,12 @@ def render_report(summary: RunSummary, charts: list[ChartFile]) -> str:
         else "",
         _warnings(summary),
         "<h2>Stages</h2>",
-        _stage_table(summary.stages, budget=True),
+        stage_table(summary.stages, budget=True),
         "<h2>Charts</h2>" if run_charts else "",
         *(figure(c) for c in run_charts),
+        by_section(summary.by),
+        scenario_sections(summary.scenarios, summary.by),
+        listening_section(summary.scenarios.listening),
         _levels(summary),
         _placement(summary),
         proxy_section(summary.proxy),
@@ -177,37 +182,6 @@ def _warnings(s: RunSummary) -> str:
     return f'<h2>Warnings</h2><ul class="warn">{items}</ul>'
 
 
-def _sig(x: float | None) -> str:
-    """Three significant digits: WER 0.083 must not print as 0.1."""
-    return f"{x:.3g}" if finite(x) else "—"
-
-
-def _stage_row(name: str, st: StageStats, budget: bool) -> tuple[str, ...]:
-    band = BUDGET_BANDS.get(name)
-    f = ms if budget or name.endswith("_ms") else _sig
-    cells = [
-        e(name),
-        f"{st.count:,}",
-        f(st.mean),
-        f(st.p50) + ci(st.p50_ci, f),
-        f(st.p90),
-        f(st.p95) + ci(st.p95_ci, f),
-        f(st.p99) + ci(st.p99_ci, f),
-        f(st.max),
-    ]
-    if budget:
-        cells.append(f"{band[0]:.0f}–{band[1]:.0f}" if band else "—")
-    return tuple(cells)
-
-
-def _stage_table(stages: dict[str, StageStats], budget: bool, first: str = "stage") -> str:
-    head = [first, "count", "mean", "p50", "p90", "p95", "p99", "max"]
-    if budget:
-        head.append("budget range")
-    rows = [_stage_row(name, st, budget) for name, st in stages.items()]
-    return table(head, rows) + '<p class="muted">milliseconds; 95 % bootstrap CIs under the percentiles.</p>'
-
-
 def _levels(s: RunSummary) -> str:
     if not s.levels:
         return ""
@@ -275,7 +249,7 @@ def _placement(s: RunSummary) -> str:
 def _metrics(s: RunSummary) -> str:
     if not s.metrics:
         return ""
-    return "<h2>Other measurements</h2>" + _stage_table(s.metrics, budget=False, first="measurement").replace(
+    return "<h2>Other measurements</h2>" + stage_table(s.metrics, budget=False, first="measurement").replace(
         "milliseconds;", "units as the column name says (ms unless packets, WER, chrF);"
     )
 

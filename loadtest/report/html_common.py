@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from html import escape
 
-from loadtest.report.model import ChartFile, Interval
+from loadtest.report.model import BUDGET_BANDS, ChartFile, Interval, StageStats
 
 CSS = """
 :root { --pass:#1b7f3b; --fail:#b00020; --warn:#b26a00; --muted:#666; --line:#ddd; }
@@ -115,3 +115,34 @@ def page(title: str, body: str) -> str:
         '<link rel="icon" href="data:,">'
         f"<title>{e(title)}</title><style>{CSS}</style></head><body>{body}</body></html>\n"
     )
+
+
+def sig(x: float | None) -> str:
+    """Three significant digits: WER 0.083 must not print as 0.1."""
+    return f"{x:.3g}" if finite(x) else "—"
+
+
+def stage_row(name: str, st: StageStats, budget: bool) -> tuple[str, ...]:
+    band = BUDGET_BANDS.get(name)
+    f = ms if budget or name.endswith("_ms") else sig
+    cells = [
+        e(name),
+        f"{st.count:,}",
+        f(st.mean),
+        f(st.p50) + ci(st.p50_ci, f),
+        f(st.p90),
+        f(st.p95) + ci(st.p95_ci, f),
+        f(st.p99) + ci(st.p99_ci, f),
+        f(st.max),
+    ]
+    if budget:
+        cells.append(f"{band[0]:.0f}–{band[1]:.0f}" if band else "—")
+    return tuple(cells)
+
+
+def stage_table(stages: dict[str, StageStats], budget: bool, first: str = "stage") -> str:
+    head = [first, "count", "mean", "p50", "p90", "p95", "p99", "max"]
+    if budget:
+        head.append("budget range")
+    rows = [stage_row(name, st, budget) for name, st in stages.items()]
+    return table(head, rows) + '<p class="muted">milliseconds; 95 % bootstrap CIs under the percentiles.</p>'

@@ -11,7 +11,14 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 
-from loadtest.report.frame import JOURNAL_DIR, REPORT_COLUMNS, SAMPLES_FILE, LoadedSamples, normalise
+from loadtest.report.frame import (
+    JOURNAL_DIR,
+    REPORT_COLUMNS,
+    SAMPLES_FILE,
+    SCENARIO_TEXT_COLUMNS,
+    LoadedSamples,
+    normalise,
+)
 from loadtest.report.journal_io import load_journal
 
 RUN_FAILED_FILE = "run-failed.json"
@@ -25,7 +32,11 @@ def load_samples(run_dir: Path, all_columns: bool = False) -> LoadedSamples:
     if parquet.is_file():
         schema_names = set(pq.read_schema(parquet).names)
         cols = None if all_columns else [c for c in REPORT_COLUMNS if c in schema_names]
-        frame = pd.read_parquet(parquet, columns=cols)
+        # Repeated short labels (scenario, listener, languages...) arrive as categories, never as a
+        # million Python strings first.
+        labels = [c for c in SCENARIO_TEXT_COLUMNS if c in schema_names and (cols is None or c in cols)]
+        extra = {"read_dictionary": labels} if labels else {}  # (passed on to pyarrow's read_table)
+        frame = pd.read_parquet(parquet, columns=cols, **extra)
         return LoadedSamples(normalise(frame), SAMPLES_FILE)
     shards = sorted((run_dir / JOURNAL_DIR).glob("*.jsonl"))
     if shards:

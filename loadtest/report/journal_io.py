@@ -16,12 +16,21 @@ import pandas as pd
 import pyarrow as pa
 from pyarrow import json as pajson
 
-from loadtest.report.frame import JOURNAL_DIR, REPORT_COLUMNS, LoadedSamples, normalise
+from loadtest.report.frame import (
+    JOURNAL_DIR,
+    REPORT_COLUMNS,
+    SCENARIO_BOOL_COLUMNS,
+    SCENARIO_TEXT_COLUMNS,
+    LoadedSamples,
+    normalise,
+)
 
 _TEXT = ("run_id", "worker", "conversation", "status", "status_stage", "error", "utterance_id",
-         "speaker_node", "listener_node")
+         "speaker_node", "listener_node", "impairment", *SCENARIO_TEXT_COLUMNS)
 SCHEMA = pa.schema(
-    [(c, pa.string()) for c in _TEXT] + [(c, pa.float64()) for c in REPORT_COLUMNS if c not in _TEXT]
+    [(c, pa.string()) for c in _TEXT]
+    + [(c, pa.bool_()) for c in SCENARIO_BOOL_COLUMNS]
+    + [(c, pa.float64()) for c in REPORT_COLUMNS if c not in _TEXT and c not in SCENARIO_BOOL_COLUMNS]
 )
 
 

@@ -11,6 +11,12 @@ from loadtest.errors import EXIT_REGRESSION as EXIT_REGRESSION
 from loadtest.errors import EXIT_RUN_FAILED as EXIT_RUN_FAILED
 from loadtest.errors import EXIT_THRESHOLD_FAILED as EXIT_THRESHOLD_FAILED
 from loadtest.report.conditions_model import ConditionsSummary
+from loadtest.report.records import STAT_NAMES as STAT_NAMES
+from loadtest.report.records import Interval as Interval
+from loadtest.report.records import Rates as Rates
+from loadtest.report.records import StageStats as StageStats
+from loadtest.report.records import UtteranceCounts as UtteranceCounts
+from loadtest.report.scenarios_model import GroupBy, ScenarioSections
 
 SCHEMA_VERSION = 1
 
@@ -29,6 +35,12 @@ EXTRA_METRICS: tuple[str, ...] = (
     "wer",
     "chrf",
 )
+# Measured by newer runs only: figures (and threshold series) when the samples have them; never invented
+# as empty columns, so an older run's frame, summary and samples.csv stay as they were.
+OPTIONAL_METRICS: tuple[str, ...] = (
+    "start_offset_ms",  # listener experience: first translated audio − start of the source speech
+    "end_offset_ms",  # end of the translated audio − end of the source speech
+)
 # Production per-stage budget ranges (ms): drawn as reference bands, never used as verdicts by themselves.
 BUDGET_BANDS: dict[str, tuple[float, float]] = {
     "connect": (50.0, 100.0),
@@ -40,58 +52,6 @@ DEFAULT_TARGET_MS = 1500.0
 # A regression: p95 worse by more than both of these (and significantly so).
 DEFAULT_TOLERANCE_PCT = 5.0
 DEFAULT_TOLERANCE_MS = 20.0
-
-
-@dataclass(frozen=True)
-class Interval:
-    """A confidence interval; NaN bounds when there was nothing to resample."""
-
-    low: float
-    high: float
-
-
-@dataclass(frozen=True)
-class StageStats:
-    """Exact distribution figures of one latency column (ms), over the rows where it was measured."""
-
-    count: int
-    mean: float
-    min: float
-    p50: float
-    p90: float
-    p95: float
-    p99: float
-    max: float
-    p50_ci: Interval
-    p95_ci: Interval
-    p99_ci: Interval
-
-    def stat(self, name: str) -> float:
-        """Look a statistic up by its threshold name (`p95`, `mean`, `count`, ...)."""
-        if name not in STAT_NAMES:
-            raise KeyError(name)
-        return float(getattr(self, name))
-
-
-STAT_NAMES: tuple[str, ...] = ("count", "mean", "min", "p50", "p90", "p95", "p99", "max")
-
-
-@dataclass(frozen=True)
-class UtteranceCounts:
-    sent: int
-    ok: int
-    timeout: int
-    error: int
-
-
-@dataclass(frozen=True)
-class Rates:
-    """Outcome rates over all sent utterances (NaN when nothing was sent)."""
-
-    error_rate: float
-    timeout_rate: float
-    e2e_under_target: float
-    e2e_under_target_count: int
 
 
 @dataclass(frozen=True)
@@ -259,6 +219,8 @@ class RunSummary:
     conditions: ConditionsSummary = field(default_factory=ConditionsSummary)  # impairment profiles, SNRs
     proxy: dict[str, object] | None = None  # the proxy's counters over the run (report/proxy.py)
     reconnects: int = 0  # callers' successful reconnects after the server dropped them (scenario.reconnect)
+    by: GroupBy | None = None  # `report --by COLUMN[,COLUMN…]`: the figures per group
+    scenarios: ScenarioSections = field(default_factory=ScenarioSections)  # only what the samples carry
 
 
 @dataclass(frozen=True)

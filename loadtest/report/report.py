@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from loadtest.report.charts_conditions import condition_charts
 from loadtest.report.compare import CompareError, compare_runs
 from loadtest.report.conditions import summarise_conditions
 from loadtest.report.frame import LoadedSamples, normalise
+from loadtest.report.groups import check_by
 from loadtest.report.html import render_report
 from loadtest.report.html_compare import render_compare
 from loadtest.report.io import RUN_JSON_FILE, load_samples, read_json, read_run_failed, write_csv, write_json
@@ -37,6 +39,7 @@ from loadtest.report.model import (
     RunSummary,
 )
 from loadtest.report.proxy import proxy_summary
+from loadtest.report.scenarios import add_sections
 from loadtest.report.stats import DEFAULT_RESAMPLES, DEFAULT_SEED
 from loadtest.report.thresholds import default_thresholds, evaluate, parse_thresholds
 from loadtest.report.timeseries import build_timeseries
@@ -93,6 +96,7 @@ def build_report(
     seed: int = DEFAULT_SEED,
     strict: bool = False,
     junit: Path | None = None,
+    by: Sequence[str] = (),
 ) -> ReportResult:
     """Aggregate run_dir's samples, judge them, and write summary.json, report.html and charts/.
 
@@ -102,16 +106,21 @@ def build_report(
     charts: False skips the charts (seconds of matplotlib); the HTML then has tables only.
     strict: an inconclusive comparison (too few samples to rule a regression out) exits 2, not 0.
     junit: also write JUnit XML there (a case per threshold and per compared stage).
-    Raises ThresholdError on a bad expression before any work is done.
+    by: columns to split the figures by (`--by`); the scenario sections need no asking.
+    Raises ThresholdError on a bad expression before any work is done, ByColumnError on a --by column the
+    samples cannot be grouped by before anything is written.
     """
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir else run_dir
     parsed = parse_thresholds(default_thresholds(target_ms) if thresholds is None else thresholds)
     marker = read_run_failed(run_dir)
     loaded, unreadable = _load(run_dir)
+    if by and not loaded.frame.empty:  # no rows: the run failed, which is what the report must say
+        check_by(loaded.frame, by)
     failure = marker or unreadable
     agg = summarise(loaded, target_ms, RunMetadata(), failure, partial, resamples, seed)
     summary = agg.summary
+    add_sections(summary, loaded.frame, agg.status, tuple(by), resamples, seed)
     summary.strict = strict
     if failure is None and summary.counts.sent == 0:
         summary.run_failed = "no utterances were sent (no samples.parquet and no journal rows)"

@@ -21,6 +21,7 @@ from loadtest.report.model import (
     StageStats,
     ThresholdVerdict,
 )
+from loadtest.report.scenarios_model import GroupBy, ListeningSummary, MonologueSummary, SegmentationRow
 from loadtest.report.stats import CONFIDENCE
 
 
@@ -173,6 +174,7 @@ def summary(s: RunSummary, run_dir: str) -> dict[str, Any]:
         "impairment": impairment_json(s.conditions),  # docs/impairment.md: configured/injected/observed
         "conditions": conditions_json(s.conditions),  # per impairment profile and per SNR
         "proxy": s.proxy,  # Traefik's counters over the run beside the tester's (report/proxy.py)
+        **sections(s),  # "by", "listening", "scenarios": only when present (older runs: unchanged)
         "thresholds": [verdict(v) for v in s.thresholds],
         "comparison": comparison(s.comparison) if s.comparison else None,
         "warnings": s.warnings,
@@ -185,3 +187,63 @@ def summary(s: RunSummary, run_dir: str) -> dict[str, Any]:
             "confidence": CONFIDENCE,
         },
     }
+
+
+def _flat(record: object) -> dict[str, Any]:
+    """A record of plain fields (text, counts, figures) as JSON: NaN becomes null."""
+    return {f.name: num(v) if isinstance(v := getattr(record, f.name), float) else v
+            for f in dataclasses.fields(record)}  # type: ignore[arg-type]
+
+
+def group_by(g: GroupBy) -> dict[str, Any]:
+    """Groups keyed by their values (joined with " / " when grouped by several columns)."""
+    return {
+        "columns": list(g.columns),
+        "groups": {
+            gr.key: {
+                "values": dict(gr.values),
+                "utterances": dataclasses.asdict(gr.counts),
+                **rates(gr.rates),
+                "stages": {name: stage_stats(st) for name, st in gr.stages.items()},
+            }
+            for gr in g.groups
+        },
+    }
+
+
+def listening(x: ListeningSummary) -> dict[str, Any]:
+    out = _flat(x)
+    out["start_offset"] = stage_stats(x.start_offset)
+    out["end_offset"] = stage_stats(x.end_offset)
+    return out
+
+
+def _segmentation(r: SegmentationRow) -> dict[str, Any]:
+    return {**_flat(r), "total": r.total}
+
+
+def monologue(m: MonologueSummary) -> dict[str, Any]:
+    return {"fixtures": [_segmentation(r) for r in m.fixtures], "total": _segmentation(m.total),
+            "sentence": m.sentence}
+
+
+def sections(s: RunSummary) -> dict[str, Any]:
+    """summary.json's per-group and per-scenario sections; none of the keys when the run has none."""
+    out: dict[str, Any] = {}
+    if s.by is not None:
+        out["by"] = group_by(s.by)
+    sc = s.scenarios
+    if sc.listening is not None:
+        out["listening"] = listening(sc.listening)
+    parts: dict[str, Any] = {}
+    if sc.two_way is not None:
+        parts["two_way"] = group_by(sc.two_way)
+    if sc.group is not None:
+        parts["group"] = {**_flat(sc.group), "listeners": [_flat(r) for r in sc.group.listeners]}
+    if sc.barge_in is not None:
+        parts["barge_in"] = _flat(sc.barge_in)
+    if sc.monologue is not None:
+        parts["monologue"] = monologue(sc.monologue)
+    if parts:
+        out["scenarios"] = parts
+    return out

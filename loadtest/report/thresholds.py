@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 
 from loadtest.report.model import (
     EXTRA_METRICS,
+    OPTIONAL_METRICS,
     STAGES,
     STAT_NAMES,
     RunSummary,
@@ -64,7 +65,7 @@ def _fmt_number(x: float) -> str:
 def _series_names() -> dict[str, str]:
     """Accepted series name -> key in RunSummary.stages / RunSummary.metrics."""
     names = {s: s for s in STAGES}
-    for col in EXTRA_METRICS:
+    for col in (*EXTRA_METRICS, *OPTIONAL_METRICS):
         names[col] = col
         names[col.removesuffix("_ms")] = col
     return names

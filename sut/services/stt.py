@@ -2,8 +2,13 @@
 
 Engines:
 * ``model``: recognises which fixture the audio is (sut/services/envelope.py) and answers its
-  transcript (``""`` and ``matched: false`` when nothing matches), after the modelled latency.
-* ``real``: pocketsphinx (en-us model bundled in the PyPI wheel) in a process pool.
+  transcript (``""`` and ``matched: false`` when nothing matches), after the modelled latency. Audio
+  holding several fixtures in a row is transcribed too (``ModelStt``).
+* ``real``: pocketsphinx (en-us model bundled in the PyPI wheel) in a process pool. pocketsphinx has
+  no model for any other language, so for a language of the fixture corpus other than English (the
+  synthesized Spanish clips) the real engine falls back to the model engine's corpus match, with no
+  modelled latency: the answer says so (``"fallback": "corpus-match"``), and its timing is the
+  matching's, not a recogniser's. A language neither covers is a 400, as before.
 
 Run: ``python -m sut.services.stt --config default`` or ``--stack-json PATH`` (from sut/stack.py).
 """
@@ -22,6 +27,7 @@ import numpy as np
 import soundfile as sf
 from aiohttp import web
 
+from sut.config import LatencyModel
 from sut.services import sphinx
 from sut.services.audio import read_wav_mono16
 from sut.services.common import (
@@ -51,6 +57,8 @@ class SttResult:
     score: float | None = None
     offset_ms: float | None = None
     reason: str | None = None
+    fallback: str | None = None  # real engine: "corpus-match" when it had no model for the language
+    parts: int | None = None  # model engine: fixtures recognised in audio split at its pauses
 
 
 class SttEngine(Protocol):
@@ -68,7 +76,20 @@ ENGINE_KEY: web.AppKey[SttEngine] = web.AppKey("stt_engine")
 
 
 class ModelStt:
-    """Fixture recognition by energy envelope + latency drawn from the configured model."""
+    """Fixture recognition by energy envelope + latency drawn from the configured model.
+
+    The whole received clip is matched first (a fixture, with whatever silence the VAD left around it).
+    When that fails, or matches one fixture but leaves a stretch of speech wholly outside it (a long
+    fixture passes the duration check with a short sentence beside it), the clip is split at its pauses
+    of 0.3 s or more -- longer than any pause inside a fixture -- and each voiced part is matched on its
+    own, against the same candidates (the request's language). The answer is then the matched
+    transcripts joined by a space, in order, with ``fixture_id`` the ids joined by ``+`` and ``parts``
+    their number (``score``: the lowest part score; ``offset_ms``: the first's). So a VAD that merged
+    two or three sentences of a monologue gets them all back, as from a real recogniser. A part that
+    matches nothing is left out (its words are lost, as a recogniser might lose them); when no part
+    matches, the answer is the whole clip's (``""``, ``matched: false`` when that failed too). One
+    latency draw per request, whatever the number of parts.
+    """
 
     name = "model"
 
@@ -87,13 +108,30 @@ class ModelStt:
     def check_language(self, language: str) -> None:
         pass  # any language: one without fixtures simply matches nothing
 
+    def serves(self, language: str) -> bool:
+        """Whether the corpus has a clip in ``language``."""
+        return any(e.language.split("-")[0] == language for e in self.entries.values())
+
     async def transcribe(self, samples: np.ndarray, rate: int, language: str, slot: Slot) -> SttResult:
         started = time.perf_counter()
         delay_ms = self.sampler.draw_ms()
         candidates = {i for i, e in self.entries.items() if e.language.split("-")[0] == language}
         # Matching is numpy work (a few ms per fixture); a thread keeps the loop free meanwhile.
-        res = await asyncio.to_thread(self.matcher.match, samples, rate, candidates)
+        result = await asyncio.to_thread(self.recognise, samples, rate, candidates)
         await sleep_remaining(delay_ms, started)
+        return result
+
+    def recognise(self, samples: np.ndarray, rate: int, candidates: set[str]) -> SttResult:
+        res = self.matcher.match(samples, rate, candidates)
+        # Split only when the whole clip failed or left speech outside its match: a single fixture
+        # costs what it always did. A match that left speech out is kept unless the split finds more.
+        split = not res.matched or res.uncovered
+        parts = self.matcher.match_parts(samples, rate, candidates) if split else []
+        if len(parts) > (1 if res.matched else 0):
+            return SttResult(text=" ".join(self.entries[p.id].transcript for p in parts if p.id),
+                             matched=True, fixture_id="+".join(p.id for p in parts if p.id),
+                             score=round(min(p.score for p in parts), 3), offset_ms=parts[0].offset_ms,
+                             parts=len(parts))
         text = self.entries[res.id].transcript if res.matched and res.id else ""
         return SttResult(text=text, matched=res.matched, fixture_id=res.id, score=round(res.score, 3),
                          offset_ms=res.offset_ms, reason=res.reason or None)
@@ -108,8 +146,9 @@ class RealStt:
     name = "real"
     languages = ("en",)
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, fallback: ModelStt | None = None) -> None:
         self.workers = workers
+        self.fallback = fallback  # corpus match for the corpus's other languages (module docstring)
         self.pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
@@ -126,10 +165,16 @@ class RealStt:
             raise StartupError("pocketsphinx decoder failed to initialise")
 
     def check_language(self, language: str) -> None:
-        if language not in self.languages:
-            raise BadRequest(f"language '{language}' is not supported by the real STT engine (en only)")
+        if language in self.languages or (self.fallback is not None and self.fallback.serves(language)):
+            return
+        raise BadRequest(f"language '{language}' is not supported by the real STT engine (en only, and "
+                         "no fixture of the corpus is in that language)")
 
     async def transcribe(self, samples: np.ndarray, rate: int, language: str, slot: Slot) -> SttResult:
+        if language not in self.languages and self.fallback is not None:
+            result = await self.fallback.transcribe(samples, rate, language, slot)
+            result.fallback = "corpus-match"
+            return result
         loop = asyncio.get_running_loop()
         pool = self.pool
         try:
@@ -176,13 +221,28 @@ async def transcribe(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+async def real_fallback(args: ServiceArgs) -> ModelStt | None:
+    """The corpus match for the corpus's clips in languages pocketsphinx lacks; None if there are none
+    (or no readable corpus: the real engine needs none for English)."""
+    try:
+        corpus = load_corpus(args.stack.fixtures)
+    except CorpusError:
+        return None
+    corpus = [e for e in corpus if e.language.split("-")[0] not in RealStt.languages]
+    if not corpus:
+        return None
+    return await asyncio.to_thread(ModelStt, corpus, LatencySampler(LatencyModel("constant", ms=0)))
+
+
 async def build(args: ServiceArgs) -> web.Application:
     svc = args.service
     engine: ModelStt | RealStt
     extra: dict[str, object] = {}
     if svc.engine == "real":
-        engine = RealStt(svc.workers)
+        engine = RealStt(svc.workers, await real_fallback(args))
         await engine.start()
+        if engine.fallback is not None:
+            extra["fallback_languages"] = sorted({e.language for e in engine.fallback.entries.values()})
     else:
         try:
             corpus = load_corpus(args.stack.fixtures)

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -23,11 +24,15 @@ MANIFEST = REPO / "fixtures" / "audio" / "manifest.json"
 
 
 @contextmanager
-def running_stack(config: str, state_dir: Path, port_offset: int, proxy: str = "") -> Iterator[StackInfo]:
-    """The stack `config` on shifted ports; `proxy`: "nginx" or "traefik" instead of the config's edge."""
+def running_stack(config: str, state_dir: Path, port_offset: int, proxy: str = "",
+                  **gateway: Any) -> Iterator[StackInfo]:
+    """The stack `config` on shifted ports; `proxy`: "nginx" or "traefik" instead of the config's edge;
+    `gateway`: gateway settings to change (e.g. vad_hangover_ms=900)."""
     stack_cfg = load_stack_config(config).with_port_offset(port_offset)
     if proxy:
         stack_cfg = replace(stack_cfg, proxy=replace(stack_cfg.proxy, kind=proxy))
+    if gateway:
+        stack_cfg = replace(stack_cfg, gateway=replace(stack_cfg.gateway, **gateway))
     stack = ReferenceStack(stack_cfg, state_dir)
     try:
         yield stack.start()
@@ -70,10 +75,16 @@ def run_callers(
     return pd.read_parquet(run_dir / "samples.parquet")
 
 
-def ground_truth(path: Path) -> pd.DataFrame:
-    """The stack's own log: one row per utterance id, one column per kind, seconds (CLOCK_MONOTONIC)."""
+def ground_truth(path: Path, language: str | None = None) -> pd.DataFrame:
+    """The stack's own log: one row per utterance id, one column per kind, seconds (CLOCK_MONOTONIC).
+
+    translation, tts_first_packet and error are logged per target language (`targetLanguage`); with
+    several languages in a run, `language` keeps that one's (else each kind's first fact is taken).
+    """
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     frame = pd.DataFrame(rows)
+    if language is not None and "targetLanguage" in frame:
+        frame = frame[frame["targetLanguage"].isna() | (frame["targetLanguage"] == language)]
     return frame.pivot_table(index="utteranceId", columns="kind", values="t", aggfunc="first")
 
 

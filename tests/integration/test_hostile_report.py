@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import pytest
 
 from loadtest.report.report import build_report
 from loadtest.report.synthetic import SyntheticSpec, make_samples, write_journal
+from tests.html_elements import Elements
 from tests.integration.test_report_html import chromium, console_lines, needs_chromium
 
 pytestmark = pytest.mark.integration
@@ -26,21 +26,6 @@ PAYLOADS = (
     f"</td></tr></table><iframe srcdoc=\"<script>parent.document.documentElement"
     f".setAttribute('{MARK}','iframe')</script>\"></iframe>",
 )
-
-
-class Elements(HTMLParser):
-    """Every start tag of the rendered DOM, with its attributes, and the text."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.tags: list[tuple[str, dict[str, str | None]]] = []
-        self.text: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.append((tag, dict(attrs)))
-
-    def handle_data(self, data: str) -> None:
-        self.text.append(data)
 
 
 def hostile_run(run_dir: Path) -> None:

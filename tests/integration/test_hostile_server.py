@@ -22,6 +22,7 @@ from aiohttp import web
 
 from loadtest.announcements import MAX_ANNOUNCED, Announcements
 from loadtest.events import MAX_TEXT, Correlator
+from loadtest.hearing import MAX_SPURTS
 from loadtest.inbox import Inbox
 from loadtest.profile_file import load_profile
 from loadtest.signaling import SignalingChannel
@@ -153,4 +154,4 @@ async def test_ten_thousand_hostile_messages_are_counted_and_nothing_breaks() ->
     for tl in awaiting:
         for text in (tl.transcript, tl.translation, tl.error):
             assert text is None or len(text) <= MAX_TEXT + 64, len(text or "")
-    assert len(correlator._by_server_id) <= 30 and len(correlator._onsets) <= 64
+    assert len(correlator._by_server_id) <= 30 and len(correlator.hearing._spurts) <= MAX_SPURTS

@@ -91,7 +91,7 @@ def test_prometheus_scrapes_the_tester_and_every_dashboard_query_has_data(tmp_pa
              info.target_url, *info.resolve_args, "--ca-cert", str(info.ca_cert), "--engine", "direct",
              "--callers", "2",
              "--duration", "24", "--skip-preflight", "--metrics-port", str(prom.tester_port),
-             "--scenario", SCENARIO, "--out", str(out), "--junit", str(tmp_path / "run.xml")],
+             "--metrics-label", SCENARIO, "--out", str(out), "--junit", str(tmp_path / "run.xml")],
             cwd=REPO, capture_output=True, text=True, timeout=240, check=False)
         assert proc.returncode in (0, 1), proc.stderr[-3000:]
         assert "no scrape within" not in proc.stderr  # the run waited for Prometheus's last scrape

@@ -29,7 +29,7 @@ from tests.integration.replica_calls import (
     late_join,
     metric,
 )
-from tests.integration.stackrun import ground_truth, run_callers, short_fixture_ids
+from tests.integration.stackrun import ground_truth, run_callers, running_stack, short_fixture_ids
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -41,12 +41,8 @@ PIPED_OUT = ("gateway_piped_producers_total", 'direction="out"')
 
 @pytest.fixture(scope="module")
 def replicated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackInfo]:
-    config = load_stack_config("replicas").with_port_offset(1000)
-    stack = ReferenceStack(config, tmp_path_factory.mktemp("stack"))
-    try:
-        yield stack.start()
-    finally:
-        stack.stop()
+    with running_stack("replicas", tmp_path_factory.mktemp("stack"), 1000) as info:
+        yield info
 
 
 def wait_until(predicate, timeout_s: float = 10.0) -> bool:  # type: ignore[no-untyped-def]

@@ -57,6 +57,24 @@ def test_stage_error_is_the_absolute_difference_of_the_same_stage_on_both_sides(
     assert errors.unmatched == 0
 
 
+def test_stage_error_uses_the_listeners_language_when_the_log_has_several() -> None:
+    """One utterance translated into es and fr: each listener's stages are judged against its own."""
+    truth = GroundTruth()
+    truth.feed(truth_lines("s1", 100.002, 100.300, None, None))
+    for language, translation, first_packet in (("es", 100.400, 100.800), ("fr", 100.500, 101.000)):
+        truth.feed(json.dumps({"kind": "translation", "t": translation, "utteranceId": "s1",
+                               "targetLanguage": language}) + "\n")
+        truth.feed(json.dumps({"kind": "tts_first_packet", "t": first_packet, "utteranceId": "s1",
+                               "targetLanguage": language}) + "\n")
+    spanish = timeline("s1", 100.000, 100.303, 100.402, 100.801)
+    french = timeline("s1", 100.000, 100.303, 100.502, 101.001)
+    french.target_language = "fr"
+    errors = stage_errors([spanish, french], truth.marks)
+    assert errors.errors_ms["translation"] == pytest.approx([1.0, 1.0], abs=1e-6)
+    assert errors.errors_ms["tts"] == pytest.approx([1.0, 1.0], abs=1e-6)
+    assert errors.errors_ms["e2e"] == pytest.approx([3.0, 3.0], abs=1e-6)
+
+
 def test_stage_error_skips_what_either_side_lacks_and_counts_unknown_ids() -> None:
     truth = GroundTruth()
     truth.feed(truth_lines("s1", 10.0, 10.2, None, None))  # failed at translation on the server

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import math
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import soundfile as sf
 
 from loadtest.fixtures import (
     DEFAULT_MANIFEST,
+    DEFAULT_SOURCE_LANGUAGE,
     FRAME_SAMPLES,
     RATE,
     FixtureError,
@@ -30,6 +32,7 @@ from loadtest.fixtures import (
     silence_packet,
     to_48k,
 )
+from tests.prereq import needs
 
 pytestmark = pytest.mark.unit
 
@@ -69,8 +72,38 @@ def test_each_fixture_matches_its_audio(fixtures):
         assert info.samplerate == f.sample_rate == 16000, f.id
         assert abs(info.frames / info.samplerate - f.duration_s) <= 0.020, f.id
         assert 1.0 <= f.duration_s <= 7.0, f.id
-        assert f.language == "en" and f.transcript.strip() and f.source and f.licence, f.id
-        assert f.translations.get("es", "").strip(), f.id
+        assert f.language in ("en", "es") and f.transcript.strip() and f.source and f.licence, f.id
+        other = "es" if f.language == "en" else "en"
+        assert f.translations.get(other, "").strip(), f.id
+        # Recorded English; the Spanish clips are synthesized, and say so.
+        assert f.synthetic == (f.language == "es"), f.id
+        assert not f.synthetic or (f.engine == "espeak-ng 1.51" and f.voice == "es"), f.id
+
+
+def test_spanish_clips_speak_the_english_clips_references(fixtures):
+    """es-<id> says <id>'s Spanish reference; its English reference is <id>'s transcript."""
+    by_id = {f.id: f for f in fixtures}
+    spanish = [f for f in fixtures if f.language == "es"]
+    assert len(spanish) >= 10
+    durations = sorted(f.duration_s for f in spanish)
+    assert durations[0] < 1.5 and durations[-1] > 5.0  # short calls and long sentences
+    for f in spanish:
+        english = by_id[f.id.removeprefix("es-")]
+        assert f.transcript == english.translations["es"], f.id
+        assert f.translations == {"en": english.transcript}, f.id
+    assert len({f.transcript for f in spanish}) == len(spanish)  # one clip per distinct text
+
+
+def test_library_ids_are_the_default_language_and_ids_for_picks_one(library):
+    """Plans that do not pick a language keep speaking English; two-way plans ask for Spanish."""
+    assert DEFAULT_SOURCE_LANGUAGE == "en"
+    assert library.ids == library.ids_for("en") == [i for i in library.ids if not i.startswith("es-")]
+    assert all(library.fixture(i).language == "en" for i in library.ids)
+    spanish = library.ids_for("es")
+    assert spanish and all(i.startswith("es-") and library.fixture(i).language == "es" for i in spanish)
+    assert library.ids_for("ES-mx") == spanish
+    assert library.ids_for("fr") == []
+    assert len(library.ids) + len(spanish) == len(load_manifest(DEFAULT_MANIFEST))
 
 
 def test_speech_offsets_equal_a_fresh_analysis(fixtures):
@@ -162,10 +195,23 @@ def test_make_fixtures_cuts_the_loud_phrase_not_a_breath_before_it(
 
 
 def test_clips_keep_a_margin_of_recorded_audio(fixtures):
-    """Trimmed around the speech, not padded with digital silence."""
+    """Trimmed around the speech, not padded with digital silence (a synthesizer's silence is digital:
+    those clips have the 160 ms margins of the recordings, of nothing)."""
     for f in fixtures:
         pcm = load_pcm48k(f)
+        if f.synthetic:
+            assert f.speech_start_s == pytest.approx(0.16), f.id
+            assert f.duration_s - f.speech_end_s == pytest.approx(0.16), f.id
+            continue
         assert np.count_nonzero(pcm[: RATE // 100]) > 0 and np.count_nonzero(pcm[-RATE // 100:]) > 0, f.id
+
+
+@needs(shutil.which("espeak-ng") is not None, "espeak-ng not installed")
+def test_spanish_clips_are_what_the_script_synthesizes() -> None:
+    """scripts/make_spanish_fixtures.py --check: a fresh espeak-ng synthesis equals the committed WAVs."""
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "make_spanish_fixtures.py"), "--check"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 # --------------------------------------------------------------------------- validation
@@ -196,7 +242,7 @@ def test_missing_file_names_fixture_and_file(tmp_path):
 @pytest.mark.parametrize(
     ("field", "value"),
     [("transcript", ""), ("duration_s", "long"), ("speech_end_s", 99.0), ("sample_rate", 44100),
-     ("translations", {"es": ""}), ("duration_s", 9.5)],
+     ("translations", {"es": ""}), ("duration_s", 9.5), ("synthetic", "yes"), ("engine", 3)],
 )
 def test_bad_field_names_fixture_and_field(tmp_path, field, value):
     def edit(doc):
@@ -204,6 +250,18 @@ def test_bad_field_names_fixture_and_field(tmp_path, field, value):
 
     with pytest.raises(FixtureError, match=rf"cards-001.*{field}"):
         load_manifest(_copy_corpus(tmp_path, edit))
+
+
+def test_synthetic_clip_names_its_synthesizer(tmp_path):
+    def edit(doc):
+        doc[0]["synthetic"] = True
+        doc[1].update(synthetic=True, engine="espeak-ng 1.51", voice="es")
+
+    with pytest.raises(FixtureError, match=r"cards-001.*'engine'.*synthetic"):
+        load_manifest(_copy_corpus(tmp_path, edit))
+    named = _copy_corpus(tmp_path, lambda doc: doc[1].update(synthetic=True, engine="e 1", voice="v"))
+    second = load_manifest(named)[1]
+    assert (second.synthetic, second.engine, second.voice) == (True, "e 1", "v")
 
 
 def test_missing_field_and_missing_manifest(tmp_path):

@@ -27,12 +27,42 @@ def test_version_1_reference_profile_still_loads_as_pipeline_with_equivalent_rul
     assert (profile.version, profile.mode) == (1, "pipeline")
     assert profile.steps("speaker") == ("join",) and profile.steps("listener") == ("join",)
     assert profile.has_request("resume_consumer")
-    tts = {"id": "t1", "appData": {"type": "tts", "sourceProducerId": "mic-1"}}
-    other_speaker = {"id": "t2", "appData": {"type": "tts", "sourceProducerId": "mic-2"}}
+    tts = {"id": "t1", "appData": {"type": "tts", "sourceProducerId": "mic-1", "language": "es"}}
+    other_speaker = {"id": "t2", "appData": {"type": "tts", "sourceProducerId": "mic-2", "language": "es"}}
+    other_language = {"id": "t3", "appData": {"type": "tts", "sourceProducerId": "mic-1", "language": "fr"}}
     mic = {"id": "m1", "appData": {"type": "mic"}}
     found = Announcements(profile.producers)
-    assert found.add([tts, other_speaker, mic]) == ["t1", "t2", "m1"]
+    assert found.add([tts, other_speaker, other_language, mic]) == ["t1", "t2", "t3", "m1"]
+    # One TTS producer per language in the room: the listener takes its own language's.
+    assert found.wanted({"mic_producer": "mic-1", "target_language": "es"}) == ["t1"]
+    assert found.wanted({"mic_producer": "mic-1", "target_language": "fr"}) == ["t3"]
+    assert found.wanted({"mic_producer": "mic-1", "target_language": "de"}) == []
+
+
+def test_version_1_language_key_is_optional() -> None:
+    """A version 1 profile without [producers] language (a gateway with one TTS producer per mic) keeps
+    its two rules; a bad language key is named."""
+    doc = tomllib.loads((REPO / "loadtest" / "profiles" / "reference.toml").read_text())
+    assert doc["producers"].pop("language") == "appData.language"
+    rules = parse_profile(doc, "old").producers.consume
+    assert [r.field for r in rules] == ["appData.type", "appData.sourceProducerId"]
+    found = Announcements(parse_profile(doc, "old").producers)
+    found.add({"id": "t1", "appData": {"type": "tts", "sourceProducerId": "mic-1"}})
     assert found.wanted({"mic_producer": "mic-1"}) == ["t1"]
+    doc["producers"]["language"] = 3
+    with pytest.raises(ProfileError, match="'producers.language' must be a string"):
+        parse_profile(doc, "bad")
+
+
+def test_reference_profile_maps_the_language_and_speech_start_fields() -> None:
+    events = load_profile("reference").events
+    assert events["translation"].fields["target_language"] == "targetLanguage"
+    assert events["error"].fields["target_language"] == "targetLanguage"
+    assert events["tts"].fields["target_language"] == "language"
+    assert events["transcription"].fields["speech_start_ts"] == "speechStartTs"
+    # Optional: a gateway that leaves them out (one language, no speech start) still parses.
+    assert events["tts"].parse({"utteranceId": "u1"})["target_language"] is None
+    assert events["tts"].parse({"utteranceId": "u1", "language": "fr"})["target_language"] == "fr"
 
 
 def test_foreign_profile_is_version_2_sfu_with_every_new_key() -> None:
@@ -133,3 +163,13 @@ def test_announcements_accept_lists_single_objects_and_a_list_under_a_key() -> N
     assert nested.add({"data": {}}) == [] and nested.malformed == 1
     assert "announced:" in nested.describe() and Announcements(nested.spec).describe() == (
         "no producer was announced")
+
+
+def test_version_1_language_mismatch_is_named_as_its_key() -> None:
+    from loadtest.profile_hints import announcement_hint
+
+    reference = load_profile("reference")
+    french = [{"id": "t3", "appData": {"type": "tts", "sourceProducerId": "mic-1", "language": "fr"}}]
+    variables = {"mic_producer": "mic-1", "target_language": "es"}
+    hint = announcement_hint(reference.producers, french, variables, [], version=reference.version)
+    assert hint.key == "producers.language" and "fr" in hint.text and '"es"' in hint.text

@@ -13,9 +13,9 @@ from loadtest.events import (
     Translation,
     TtsStart,
 )
-from loadtest.media import Onset
 from loadtest.profile_file import load_profile
 from loadtest.timeline import RowContext, Status, UtteranceTimeline, outcome, stage_latencies, to_row
+from tests.unit.listen_kit import correlator
 
 pytestmark = pytest.mark.unit
 
@@ -81,21 +81,13 @@ def test_error_wins_and_names_its_stage() -> None:
     assert (row.status, row.status_stage, row.error) == ("error", "tts", "gateway: tts down")
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def make_correlator() -> tuple[Correlator, list[UtteranceTimeline]]:
-    done: list[UtteranceTimeline] = []
-    return Correlator("mic-1", done.append, Clock()), done
+    corr, done, _clock, _timers = correlator()
+    return corr, done
 
 
 def test_events_and_audio_complete_utterances_in_order() -> None:
-    corr, done = make_correlator()
+    corr, done, clock, timers = correlator()
     first, second = timeline(1), timeline(2)
     corr.expect(first)
     corr.expect(second)
@@ -105,42 +97,51 @@ def test_events_and_audio_complete_utterances_in_order() -> None:
     corr.on_event(Transcription("srv-x", "other-mic", "not ours", None, None), 3.7)
     corr.on_event(Translation("srv-1", "hola", None), 3.7)
     # audio may overtake its event (RTP vs. signaling over TLS)
-    corr.on_onset(Onset(4.05, rtp_timestamp=4800, sequence_number=7, marker=True))
+    clock.now = 4.05
+    corr.on_packet(4.05, True, 4800, 7, None)
     assert done == []
     corr.on_event(TtsStart("srv-1", "tts-1", 4800, 900.0, None), 4.1)
-    assert done == [first]
     assert first.t_audio_onset == 4.05 and first.server_utterance_id == "srv-1"
+    assert done == []  # the row waits for the end of its audio (45 packets announced, 1 came)
+    timers.advance(4.05 + 0.31)  # no packet for 0.3 s: it ended
+    assert done == [first] and first.t_audio_end == pytest.approx(4.07)
     assert second.t_transcript is None
 
 
 def test_audio_matched_by_rtp_timestamp_not_by_arrival_order() -> None:
-    corr, done = make_correlator()
+    corr, done, clock, timers = correlator()
     tl = timeline(1)
     corr.expect(tl)
     tl.t_send_start, tl.t_speech_end = 1.0, 2.0
     corr.on_event(Transcription("s1", "mic-1", "a", None, None), 2.5)
     corr.on_event(Translation("s1", "b", None), 2.6)
-    corr.on_onset(Onset(2.7, 111, 1, True))  # a stray onset of something else
+    clock.now = 2.7
+    corr.on_packet(2.7, True, 111, 1, None)  # a stray packet of something else
     corr.on_event(TtsStart("s1", None, 999, None, None), 2.8)
-    assert done == []
-    corr.on_onset(Onset(2.9, 999, 5, True))
-    assert done == [tl] and tl.t_audio_onset == 2.9
+    assert tl.t_audio_onset is None
+    clock.now = 2.9
+    corr.on_packet(2.9, True, 999, 5, None)
+    timers.advance(3.5)
+    assert done == [tl] and tl.t_audio_onset == 2.9 and tl.audio_packets == 1
 
 
 def test_audio_whose_first_packets_were_lost_still_matches_its_utterance() -> None:
     # A lossy downlink dropped the first two packets: the onset is the third (RTP timestamp + 2·960).
-    corr, done = make_correlator()
+    corr, done, clock, timers = correlator()
     tl = timeline(1)
     corr.expect(tl)
     tl.t_send_start, tl.t_speech_end = 1.0, 2.0
     corr.on_event(Transcription("s1", "mic-1", "a", None, None), 2.5)
     corr.on_event(Translation("s1", "b", None), 2.6)
     corr.on_event(TtsStart("s1", None, 2**32 - 960, 500.0, None), 2.8)  # across the 32-bit wrap
-    corr.on_onset(Onset(2.9, 2**32 - 960 - 960, 1, True))  # before the announced audio: not its own
-    corr.on_onset(Onset(2.95, 960 + 48 * 500, 9, False))  # past its 500 ms: not its own
-    assert done == []
-    corr.on_onset(Onset(3.0, 960, 3, False))
-    assert done == [tl] and tl.t_audio_onset == 3.0
+    for t, ts, seq in ((2.9, 2**32 - 960 - 960, 1), (2.95, 960 + 48 * 500, 9)):
+        clock.now = t
+        corr.on_packet(t, True, ts, seq, None)  # before the announced audio, and past its 500 ms: not its own
+    assert tl.t_audio_onset is None
+    clock.now = 3.0
+    corr.on_packet(3.0, False, 960, 3, None)
+    timers.advance(4.0)
+    assert done == [tl] and tl.t_audio_onset == 3.0 and tl.audio_packets == 1
 
 
 def test_gateway_error_ends_the_utterance_as_error() -> None:

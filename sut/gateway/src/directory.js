@@ -1,10 +1,11 @@
 'use strict';
 // The rooms' directory in Redis, shared by every gateway replica (cluster mode only):
 //   speechload:room:<roomId>:producers  hash producerId → JSON {id, peerId, kind, appData, node}
-//   speechload:room:<roomId>:peers      hash peerId → JSON {node, role}
+//   speechload:room:<roomId>:peers      hash peerId → JSON {node, role, targetLanguage}
 // A replica writes its own producers and peers and reads the others', so a room's announcements
 // (joinRoom.producers, getProducers) list the producers of the whole room, and a peer's consume of a
-// producer living on another replica learns which replica to ask for a pipe (pipes.js). Entries of a
+// producer living on another replica learns which replica to ask for a pipe (pipes.js); a mic's
+// session learns the target languages of the room's listeners on other replicas. Entries of a
 // replica that stopped being heard from (crashed without cleaning up) are ignored.
 //
 // Redis trouble must not stop signaling: every operation is bounded, and on failure it logs and
@@ -89,8 +90,8 @@ class RoomDirectory {
    * replica's: a duplicate on this replica is the room's to refuse), else the node id of the live
    * replica that holds the peer.
    */
-  async claimPeer(roomId, peerId, role) {
-    const value = JSON.stringify({ node: this.nodeId, role });
+  async claimPeer(roomId, peerId, role, targetLanguage = null) {
+    const value = JSON.stringify({ node: this.nodeId, role, targetLanguage });
     return this._op(`claiming peer ${peerId} in room ${roomId}`, async (c) => {
       const k = key(roomId, 'peers');
       if (await c.hSetNX(k, peerId, value)) return null;
@@ -99,6 +100,15 @@ class RoomDirectory {
       await c.hSet(k, peerId, value); // left behind by a replica that is gone
       return null;
     }, null);
+  }
+
+  /** Target languages of the room's listeners on the other live replicas. */
+  async listenerLanguages(roomId) {
+    const all = await this._op(`reading peers of room ${roomId}`, (c) => c.hGetAll(key(roomId, 'peers')), {});
+    const langs = Object.values(all).map(parse)
+      .filter((e) => this._remote(e) && e.role === 'listener' && typeof e.targetLanguage === 'string' && e.targetLanguage)
+      .map((e) => e.targetLanguage);
+    return [...new Set(langs)];
   }
 
   releasePeer(roomId, peerId) {

@@ -1,11 +1,17 @@
 'use strict';
-// Speech pipeline for one mic producer: VAD utterance → STT → translation → TTS → injection.
+// Speech pipeline for one mic producer: VAD utterance → STT → per target language: translation →
+// TTS → that language's injector (one TTS producer per language; room.js decides the languages).
 //
+// STT runs once per utterance; translation and TTS run once per (utterance, target language).
 // Ordering: the utterances of one producer may overlap in flight (utterance n+1's STT request is
 // sent at its speech end, not after n's TTS), so a slow stage shows as queueing in the services,
 // as in a real streaming system. What stays ordered is every stage's *outcome*: each stage of
 // utterance n+1 emits its event (or its pipelineError) only after the same stage of utterance n
-// did, and TTS audio is enqueued in utterance order. The gates below implement that.
+// did — per language for translation and TTS, so a slow language never holds back another — and
+// each language's TTS audio is enqueued in utterance order. The gates below implement that.
+//
+// An utterance is translated into the languages the pipeline had when the utterance ended (its
+// speech end): a language added later (a listener joined) is served from the next utterance on.
 
 const crypto = require('crypto');
 const { encodeWav } = require('./wav');
@@ -14,7 +20,7 @@ const { nowMs } = require('./clock');
 const { logger } = require('./logger');
 
 const log = logger('pipeline');
-const STAGES = ['stt', 'translation', 'tts'];
+const LANGUAGE_STAGES = ['translation', 'tts'];
 const BOOT_ID = crypto.randomBytes(3).toString('hex'); // keeps utterance ids unique across restarts
 let utteranceCounter = 0;
 
@@ -27,17 +33,37 @@ class StageFailure extends Error {
   }
 }
 
+/** A place in one stage's order: wait for `prev`, then `release` to let the next utterance pass. */
+function claim(tails, key) {
+  const prev = tails.get(key) || Promise.resolve();
+  let release;
+  const mine = new Promise((r) => { release = r; });
+  tails.set(key, mine);
+  return { prev, release };
+}
+
 class Pipeline {
   /**
-   * @param {object} o producerId, peerId, sourceLanguage, targetLanguage, backends, injector,
-   *   emit(event, payload) to the room, groundTruth, metrics, reportErrors (emit pipelineError?)
+   * @param {object} o producerId, peerId, sourceLanguage, backends, emit(event, payload) to the room,
+   *   groundTruth, metrics, reportErrors (emit pipelineError?); outputs: optional Map targetLanguage →
+   *   injector (more through addLanguage)
    */
-  constructor(o) {
+  constructor({ outputs, ...o }) {
     Object.assign(this, o);
+    this.outputs = new Map(outputs || []); // targetLanguage → Injector (its TTS producer)
     this.seq = 0;
     this.closed = false;
     this.abort = new AbortController();
-    this.tails = Object.fromEntries(STAGES.map((s) => [s, Promise.resolve()]));
+    this.tails = new Map(); // 'stt' | `${stage}:${language}` → the last claimed place's promise
+  }
+
+  /** Translate into `language` too, played by `injector` (from the next utterance on). */
+  addLanguage(language, injector) {
+    this.outputs.set(language, injector);
+  }
+
+  get languages() {
+    return [...this.outputs.keys()];
   }
 
   /** VAD callback: start this utterance's run (not awaited: runs overlap, gates keep order). */
@@ -56,31 +82,28 @@ class Pipeline {
     });
     log.debug(`utterance ${ctx.utteranceId} seq ${seq}: voiced ${u.voicedMs.toFixed(0)} ms, end by ${u.reason}`);
     // Claim this utterance's place in every stage's order now, synchronously.
-    const gates = {};
-    for (const stage of STAGES) {
-      const prev = this.tails[stage];
-      let release;
-      const mine = new Promise((r) => { release = r; });
-      this.tails[stage] = mine;
-      gates[stage] = { prev, release };
-    }
-    this._run(u, ctx, gates)
+    const stt = claim(this.tails, 'stt');
+    const outputs = [...this.outputs].map(([language, injector]) => ({
+      language,
+      injector,
+      gates: Object.fromEntries(LANGUAGE_STAGES.map((s) => [s, claim(this.tails, `${s}:${language}`)])),
+    }));
+    const all = [stt, ...outputs.flatMap((o) => Object.values(o.gates))];
+    this._run(u, ctx, stt, outputs)
       .catch((err) => log.error(`utterance ${ctx.utteranceId}: unexpected`, err))
       .finally(() => {
-        for (const stage of STAGES) gates[stage].release(); // never leave a later utterance waiting
+        for (const gate of all) gate.release(); // never leave a later utterance waiting
       });
   }
 
-  async _run(u, ctx, gates) {
-    const signal = this.abort.signal;
-    const stageDone = (stage) => gates[stage].release();
-    let stage = 'stt';
+  async _run(u, ctx, sttGate, outputs) {
+    let transcript;
     try {
       // STT: request at once, publish in order. With the audio-level VAD the utterance's audio is
       // still being decoded (a promise; tap.js), with the energy VAD it is there already.
       const wav = encodeWav(await u.audio, u.sampleRate);
-      const text = await this._settle(this.backends.transcribe(wav, this.sourceLanguage, signal));
-      await gates.stt.prev;
+      const text = await this._settle(this.backends.transcribe(wav, this.sourceLanguage, this.abort.signal));
+      await sttGate.prev;
       if (text.error) throw new StageFailure('stt', text.error);
       if (!text.value.trim()) throw new StageFailure('stt', 'empty transcript');
       const tTranscript = nowMs();
@@ -96,10 +119,22 @@ class Pipeline {
       });
       this.groundTruth.write('transcription', tTranscript / 1000, { ...ctx, text: text.value });
       this._stageOk('stt', tTranscript - u.speechEndMs);
-      stageDone('stt');
+      transcript = { text: text.value, tMs: tTranscript };
+    } catch (err) {
+      this._fail(u, ctx, err instanceof StageFailure ? err.stage : 'stt', err.message, null);
+      return;
+    } finally {
+      sttGate.release();
+    }
+    await Promise.all(outputs.map((o) => this._runLanguage(u, ctx, transcript, o)));
+  }
 
-      stage = 'translation';
-      const translated = await this._settle(this.backends.translate(text.value, this.sourceLanguage, this.targetLanguage, signal));
+  /** Translation and TTS of one utterance into one language; failures end this language only. */
+  async _runLanguage(u, ctx, transcript, { language, injector, gates }) {
+    let stage = 'translation';
+    try {
+      const translated = await this._settle(this.backends.translate(transcript.text, this.sourceLanguage, language,
+        this.abort.signal));
       await gates.translation.prev;
       if (translated.error) throw new StageFailure('translation', translated.error);
       const tTranslation = nowMs();
@@ -107,22 +142,22 @@ class Pipeline {
         ...ctx,
         text: translated.value,
         sourceLanguage: this.sourceLanguage,
-        targetLanguage: this.targetLanguage,
+        targetLanguage: language,
         serverTs: round3(tTranslation),
       });
-      this.groundTruth.write('translation', tTranslation / 1000, { ...ctx, text: translated.value });
-      this._stageOk('translation', tTranslation - tTranscript);
-      stageDone('translation');
+      this.groundTruth.write('translation', tTranslation / 1000, { ...ctx, targetLanguage: language, text: translated.value });
+      this._stageOk('translation', tTranslation - transcript.tMs);
+      gates.translation.release();
 
       stage = 'tts';
       // Opus packets (Ogg) from the service, ready to packetize; a WAV answer is encoded as it plays.
-      const audio = await this._settle(this.backends.synthesize(translated.value, this.targetLanguage, signal)
+      const audio = await this._settle(this.backends.synthesize(translated.value, language, this.abort.signal)
         .then(clipFromTts));
       await gates.tts.prev;
       if (audio.error) throw new StageFailure('tts', audio.error);
       if (this.closed) throw new StageFailure('tts', 'aborted: producer closed');
-      const started = this.injector.enqueue(audio.value);
-      stageDone('tts'); // the queue now holds our place; the next utterance may enqueue behind us
+      const started = injector.enqueue(audio.value);
+      gates.tts.release(); // the queue now holds our place; the next utterance may enqueue behind us
       let info;
       try {
         info = await started;
@@ -131,14 +166,16 @@ class Pipeline {
       }
       this.emit('tts', {
         ...ctx,
-        ttsProducerId: this.injector.producerId,
+        language,
+        ttsProducerId: injector.producerId,
         rtpTimestamp: info.rtpTimestamp,
         durationMs: round3(info.durationMs),
         serverTs: round3(info.sentMs),
       });
       this.groundTruth.write('tts_first_packet', info.sentMs / 1000, {
         ...ctx,
-        ttsProducerId: this.injector.producerId,
+        targetLanguage: language,
+        ttsProducerId: injector.producerId,
         rtpTimestamp: info.rtpTimestamp,
         durationMs: round3(info.durationMs),
         queuedMs: round3(info.queuedMs),
@@ -146,8 +183,10 @@ class Pipeline {
       this._stageOk('tts', info.sentMs - tTranslation);
       this.metrics.stageLatency.observe({ stage: 'e2e' }, (info.sentMs - u.speechEndMs) / 1000);
     } catch (err) {
-      const failed = err instanceof StageFailure ? err.stage : stage;
-      this._fail(ctx, failed, err.message);
+      this._fail(u, ctx, err instanceof StageFailure ? err.stage : stage, err.message, language);
+    } finally {
+      // After the outcome is out; a failed language must not wait for the other languages' runs.
+      for (const gate of Object.values(gates)) gate.release();
     }
   }
 
@@ -165,13 +204,30 @@ class Pipeline {
     this.metrics.stageLatency.observe({ stage }, latencyMs / 1000);
   }
 
-  _fail(ctx, stage, message) {
+  /**
+   * A failed stage of utterance `u`; `language` names the target language of a translation or TTS
+   * failure (else null). The event carries the utterance's speech span, as `transcription` does: an
+   * STT failure has no transcription, and a client matching segments by span needs it to place this.
+   */
+  _fail(u, ctx, stage, message, language) {
     const t = nowMs();
+    const target = language === null ? {} : { targetLanguage: language };
     this.metrics.stageResults.inc({ stage, result: 'error' });
     // The ground truth and metrics always record the failure; clients hear of it only if configured.
-    this.groundTruth.write('error', t / 1000, { ...ctx, stage, error: message });
-    if (this.reportErrors) this.emit('pipelineError', { ...ctx, stage, error: message, serverTs: round3(t) });
-    (message.startsWith('aborted') ? log.debug : log.warn)(`utterance ${ctx.utteranceId} failed at ${stage}: ${message}`);
+    this.groundTruth.write('error', t / 1000, { ...ctx, ...target, stage, error: message });
+    if (this.reportErrors) {
+      this.emit('pipelineError', {
+        ...ctx,
+        ...target,
+        stage,
+        error: message,
+        speechStartTs: round3(u.speechStartMs),
+        speechEndTs: round3(u.speechEndMs),
+        serverTs: round3(t),
+      });
+    }
+    const where = language === null ? stage : `${stage} (${language})`;
+    (message.startsWith('aborted') ? log.debug : log.warn)(`utterance ${ctx.utteranceId} failed at ${where}: ${message}`);
   }
 
   /** Abort in-flight requests; their utterances end with pipelineError "aborted: producer closed". */

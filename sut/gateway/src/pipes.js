@@ -13,6 +13,9 @@
 //   pipe transport of that room, and with it what it piped.
 // mediasoup's own router.pipeToRouter() cannot do this: it joins routers of one process. Producers
 // are never paused by this gateway, so pause/resume is not forwarded.
+//   A listener joining on B with a target language: `room.language` {room, language} → every other
+// replica, whose sessions of that room gain a TTS producer for it (room.js), listed and announced as
+// usual, so B's listener pipes it in like any other.
 
 const { logger } = require('./logger');
 
@@ -27,6 +30,20 @@ class PipeHub {
     rpc.handle('pipe.consume', (p, from) => this._onConsume(p, from));
     rpc.handle('pipe.producerClosed', (p, from) => this._onProducerClosed(p, from));
     rpc.handle('pipe.close', (p, from) => this._onClose(p, from));
+    rpc.handle('room.language', (p) => this._onLanguage(p));
+  }
+
+  /** A listener here wants `language` in room `roomId`: tell the other live replicas. */
+  languageWanted(roomId, language) {
+    for (const [node] of this.rpc.coordination.liveNodes()) {
+      if (node !== this.rpc.nodeId) this.rpc.notify(node, 'room.language', { room: roomId, language });
+    }
+  }
+
+  async _onLanguage({ room: roomId, language }) {
+    const room = this.rooms(roomId);
+    if (!room || room.closed || typeof language !== 'string' || !language) return; // no session of it here
+    await room.addRemoteLanguage(language);
   }
 
   /** Pipe transports open now (for the gauge). */

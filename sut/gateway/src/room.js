@@ -1,9 +1,14 @@
 'use strict';
 // A room: one mediasoup Router, its peers (each with transports, producers, consumers) and, per
-// mic producer, the speech session (tap → pipeline → TTS injector). Broadcasts go through the
-// Socket.IO room `room:<id>` (across replicas with the Redis adapter). With gateway replicas, the
-// room's producers are listed in the Redis directory (directory.js), and a producer living on
-// another replica is piped in before it is consumed here (pipes.js).
+// mic producer, the speech session (tap → pipeline → one TTS injector per target language). Broadcasts
+// go through the Socket.IO room `room:<id>` (across replicas with the Redis adapter). With gateway
+// replicas, the room's producers are listed in the Redis directory (directory.js), and a producer
+// living on another replica is piped in before it is consumed here (pipes.js).
+//
+// Target languages of a mic: its speaker's own targetLanguage and the targetLanguage of every listener
+// in the room (on any replica), less the mic's source language. A listener joining with a language new
+// to the room adds a TTS producer for it to every session (announced with newProducer); TTS producers
+// stay until their mic closes, also when the listener that asked for them leaves.
 
 const { Tap } = require('./tap');
 const { Injector } = require('./inject');
@@ -35,15 +40,27 @@ class Peer {
   }
 }
 
+/** Injection numbers of a session's TTS producers, summed over its languages. */
+function injectStats(s) {
+  const sum = { utterances: 0, packets: 0, maxLatenessMs: 0, sumLatenessMs: 0 };
+  for (const inj of s.injectors.values()) {
+    sum.utterances += inj.stats.utterances;
+    sum.packets += inj.stats.packets;
+    sum.sumLatenessMs += inj.stats.sumLatenessMs;
+    sum.maxLatenessMs = Math.max(sum.maxLatenessMs, inj.stats.maxLatenessMs);
+  }
+  return sum;
+}
+
 /** One line of tap and injection numbers, logged when a session ends. */
 function describeSession(s) {
   const t = s.tap.stats;
-  const i = s.injector.stats;
+  const i = injectStats(s);
   const spanS = t.packets > 1 ? (t.lastMs - t.firstMs) / 1000 : 0;
   const rate = spanS > 0 ? ((t.packets - 1) / spanS).toFixed(1) : '-';
   const meanLate = i.packets ? (i.sumLatenessMs / i.packets).toFixed(2) : '-';
   return `tap: ${t.packets} packets (${rate}/s), ${t.lost} lost, ${t.decoded} decoded, ${t.decodeErrors} undecodable; `
-    + `tts: ${i.utterances} utterances, ${i.packets} packets, send lateness mean ${meanLate} ms max ${i.maxLatenessMs.toFixed(2)} ms`;
+    + `tts (${[...s.injectors.keys()].join(', ') || 'no language'}): ${i.utterances} utterances, ${i.packets} packets, send lateness mean ${meanLate} ms max ${i.maxLatenessMs.toFixed(2)} ms`;
 }
 
 class Room {
@@ -60,13 +77,15 @@ class Room {
     Object.assign(this, { id, worker, router }, deps);
     this.channel = `room:${id}`;
     this.peers = new Map();
-    this.sessions = new Map(); // mic producer id → {tap, injector, pipeline, peerId}
+    this.sessions = new Map(); // mic producer id → Session {tap, pipeline, peer, injectors: language → Injector}
+    this.remoteLanguages = new Set(); // target languages of listeners on other gateway replicas
     this.closed = false;
     router.observer.on('close', () => this.close());
   }
 
   get producerCount() {
-    let n = this.sessions.size; // one TTS producer per session
+    let n = 0;
+    for (const s of this.sessions.values()) n += s.injectors.size; // one TTS producer per language
     for (const p of this.peers.values()) n += p.producers.size;
     return n;
   }
@@ -100,7 +119,9 @@ class Room {
       if (p === exceptPeer) continue;
       for (const producer of p.producers.values()) out.push(this._info(producer, p.id));
     }
-    for (const s of this.sessions.values()) out.push(this._info(s.injector.producer, s.peerId));
+    for (const s of this.sessions.values()) {
+      for (const inj of s.injectors.values()) out.push(this._info(inj.producer, s.peer.id));
+    }
     return out;
   }
 
@@ -167,34 +188,86 @@ class Room {
       throw new Error(`cannot start the speech pipeline for the producer: ${err.message}`);
     }
     log.debug(`peer ${peer.id} produced ${producer.id}: producer ${(t1 - t0).toFixed(1)} ms, pipeline ${(nowMs() - t1).toFixed(1)} ms`);
-    const tts = this.sessions.get(producer.id).injector.producer;
+    const session = this.sessions.get(producer.id);
+    const tts = [...session.injectors.values()].map((inj) => this._info(inj.producer, peer.id));
     // Listed before announced: a peer on another replica that hears of them looks them up to pipe them.
-    await this.directory.addProducers(this.id, [this._info(producer, peer.id), this._info(tts, peer.id)]);
+    await this.directory.addProducers(this.id, [this._info(producer, peer.id), ...tts]);
     if (producer.closed) return { id: producer.id }; // closed meanwhile: producerClosed went out already
     this.emit('newProducer', this._info(producer, peer.id), peer.socket);
-    // The TTS producer belongs to no peer's socket: every peer, the speaker included, hears of it.
-    this.emit('newProducer', this._info(tts, peer.id));
+    // TTS producers belong to no peer's socket: every peer, the speaker included, hears of them.
+    for (const info of tts) this.emit('newProducer', info);
+    // A listener that joined while the session started: its language was not known then.
+    await this._serveLanguages(session);
     return { id: producer.id };
   }
 
+  /** The target languages a mic of `peer` is translated into (module comment). */
+  _languagesFor(peer) {
+    const wanted = [peer.targetLanguage];
+    for (const p of this.peers.values()) if (p.role === 'listener') wanted.push(p.targetLanguage);
+    wanted.push(...this.remoteLanguages);
+    return [...new Set(wanted)].filter((lang) => lang && lang !== peer.sourceLanguage);
+  }
+
+  /** A listener on another replica wants `language` (pipes.js): serve it as a local one. */
+  async addRemoteLanguage(language) {
+    if (this.remoteLanguages.has(language)) return;
+    this.remoteLanguages.add(language);
+    await this.serveLanguages();
+  }
+
+  /** Give every session a TTS producer for each language now wanted (after a listener joined). */
+  async serveLanguages() {
+    await Promise.all([...this.sessions.values()].map((s) => this._serveLanguages(s)));
+  }
+
+  async _serveLanguages(s) {
+    const missing = this._languagesFor(s.peer).filter((lang) => !s.injectors.has(lang) && !s.starting.has(lang));
+    await Promise.all(missing.map(async (language) => {
+      s.starting.add(language);
+      try {
+        const injector = await this._injector(s.producerId, language);
+        if (this.sessions.get(s.producerId) !== s) {
+          injector.close(); // the mic closed meanwhile
+          return;
+        }
+        s.injectors.set(language, injector);
+        s.pipeline.addLanguage(language, injector);
+        const info = this._info(injector.producer, s.peer.id);
+        await this.directory.addProducers(this.id, [info]);
+        if (this.sessions.get(s.producerId) === s) this.emit('newProducer', info);
+        log.info(`producer ${s.producerId}: now also translated into ${language}`);
+      } catch (err) {
+        // The session goes on in its other languages; a listener of this one hears nothing.
+        log.error(`producer ${s.producerId}: no TTS producer for ${language}: ${err.message}`);
+      } finally {
+        s.starting.delete(language);
+      }
+    }));
+  }
+
+  _injector(sourceProducerId, language) {
+    return Injector.create({
+      router: this.router, sourceProducerId, language, metrics: this.metrics, gapMs: this.config.ttsGapMs,
+    });
+  }
+
   async _startSession(peer, producer) {
-    let injector = null;
+    const injectors = new Map();
     let tap = null;
     try {
-      injector = await Injector.create({
-        router: this.router,
-        sourceProducerId: producer.id,
-        language: peer.targetLanguage,
-        metrics: this.metrics,
-        gapMs: this.config.ttsGapMs,
-      });
+      for (const language of await this.directory.listenerLanguages(this.id)) this.remoteLanguages.add(language);
+      const languages = this._languagesFor(peer);
+      const made = await Promise.allSettled(languages.map((language) => this._injector(producer.id, language)));
+      made.forEach((m, i) => { if (m.status === 'fulfilled') injectors.set(languages[i], m.value); });
+      const failed = made.find((m) => m.status === 'rejected');
+      if (failed) throw failed.reason;
       const pipeline = new Pipeline({
         producerId: producer.id,
         peerId: peer.id,
         sourceLanguage: peer.sourceLanguage,
-        targetLanguage: peer.targetLanguage,
+        outputs: injectors,
         backends: this.backends,
-        injector,
         emit: (event, payload) => this.emit(event, payload),
         groundTruth: this.groundTruth,
         metrics: this.metrics,
@@ -209,25 +282,32 @@ class Room {
         loss: this.config.tapLoss,
       });
       if (producer.closed) throw new Error('producer closed while its pipeline started');
-      this.sessions.set(producer.id, { tap, injector, pipeline, peerId: peer.id });
+      this.sessions.set(producer.id, { producerId: producer.id, tap, pipeline, peer, injectors, starting: new Set() });
     } catch (err) {
       if (tap) tap.close();
-      if (injector) injector.close();
+      for (const inj of injectors.values()) inj.close();
       throw err;
     }
+  }
+
+  /** The TTS producer ids of a session, every language. */
+  static _ttsIds(s) {
+    return [...s.injectors.values()].map((inj) => inj.producer.id);
   }
 
   _onProducerClosed(peer, producer) {
     peer.producers.delete(producer.id);
     const s = this.sessions.get(producer.id);
-    this.directory.removeProducers(this.id, s ? [producer.id, s.injector.producer.id] : [producer.id]);
+    this.directory.removeProducers(this.id, s ? [producer.id, ...Room._ttsIds(s)] : [producer.id]);
     if (s) {
       this.sessions.delete(producer.id);
       log.info(`producer ${producer.id} closed; ${describeSession(s)}`);
       s.tap.close();
       s.pipeline.close();
-      s.injector.close();
-      this.emit('producerClosed', { id: s.injector.producer.id });
+      for (const inj of s.injectors.values()) {
+        inj.close();
+        this.emit('producerClosed', { id: inj.producer.id });
+      }
     }
     this.emit('producerClosed', { id: producer.id });
   }
@@ -266,18 +346,20 @@ class Room {
 
   /** Per-session tap/injector numbers for logs and tests. */
   sessionStats() {
-    return [...this.sessions].map(([id, s]) => ({ producerId: id, tap: s.tap.stats, inject: s.injector.stats }));
+    return [...this.sessions].map(([id, s]) => ({
+      producerId: id, languages: [...s.injectors.keys()], tap: s.tap.stats, inject: injectStats(s),
+    }));
   }
 
   close() {
     if (this.closed) return;
     this.closed = true;
-    const listed = [...this.sessions].flatMap(([id, s]) => [id, s.injector.producer.id]);
+    const listed = [...this.sessions].flatMap(([id, s]) => [id, ...Room._ttsIds(s)]);
     if (listed.length) this.directory.removeProducers(this.id, listed);
     for (const s of this.sessions.values()) {
       s.tap.close();
       s.pipeline.close();
-      s.injector.close();
+      for (const inj of s.injectors.values()) inj.close();
     }
     this.sessions.clear();
     if (this.pipes) this.pipes.roomClosed(this);

@@ -147,8 +147,10 @@ class Signaling {
       if (p[key] !== undefined) requireString(p, key, 'joinRoom');
     }
     const { directory } = this.deps;
+    const sourceLanguage = p.sourceLanguage || this.deps.config.sourceLanguage;
+    const targetLanguage = p.targetLanguage || this.deps.config.targetLanguage;
     // peerId is unique in the room across replicas, too (a duplicate here is the room's to refuse).
-    const holder = await directory.claimPeer(roomId, peerId, p.role);
+    const holder = await directory.claimPeer(roomId, peerId, p.role, targetLanguage);
     if (holder) throw new RequestError(`peerId ${JSON.stringify(peerId)} is already in room ${JSON.stringify(roomId)} (on gateway replica ${holder})`);
     let room = await this._room(roomId);
     if (room.closed) room = await this._room(roomId); // emptied and closed while we awaited it
@@ -161,8 +163,8 @@ class Signaling {
       id: peerId,
       socket,
       role: p.role,
-      sourceLanguage: p.sourceLanguage || this.deps.config.sourceLanguage,
-      targetLanguage: p.targetLanguage || this.deps.config.targetLanguage,
+      sourceLanguage,
+      targetLanguage,
     });
     try {
       room.addPeer(peer);
@@ -175,6 +177,11 @@ class Signaling {
     this.peerCount += 1;
     log.info(`peer ${peerId} (${p.role}) joined room ${roomId}`);
     this._announce('peer-join', { room: roomId, peer: peerId });
+    if (peer.role === 'listener') {
+      // Its language, if new to the room, gets a TTS producer per session before the answer lists them.
+      if (this.deps.pipes) this.deps.pipes.languageWanted(roomId, targetLanguage);
+      await room.serveLanguages();
+    }
     // `node` names the replica this peer is on (the coordination node id; /health's redis.nodeId).
     const node = this.deps.coordination ? this.deps.coordination.nodeId : null;
     return { rtpCapabilities: room.router.rtpCapabilities, producers: await room.listProducers(peer), node };

@@ -7,15 +7,8 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const dgram = require('dgram');
-const fs = require('fs');
 const { EventEmitter, once } = require('events');
-const { needs } = require('./prereq');
-
-/** The worker the Makefile exports (scripts/mediasoup_worker_path.sh), if it is there. */
-function workerBin() {
-  const bin = process.env.MEDIASOUP_WORKER_BIN;
-  return bin && fs.existsSync(bin) ? bin : null;
-}
+const { needs, workerBin } = require('./prereq');
 
 const BIN = workerBin();
 

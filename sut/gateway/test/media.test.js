@@ -8,21 +8,9 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const dgram = require('dgram');
-const fs = require('fs');
-const { needs } = require('./prereq');
-
-function workerBin() {
-  if (process.env.MEDIASOUP_WORKER_BIN && fs.existsSync(process.env.MEDIASOUP_WORKER_BIN)) return process.env.MEDIASOUP_WORKER_BIN;
-  try {
-    const p = fs.readFileSync('/tmp/speechload-worker-path.txt', 'utf8').trim();
-    return fs.existsSync(p) ? p : null;
-  } catch {
-    return null;
-  }
-}
+const { needs, workerBin } = require('./prereq');
 
 const BIN = workerBin();
-if (BIN) process.env.MEDIASOUP_WORKER_BIN = BIN;
 
 const { parseRtp, isRtcp } = require('../src/rtp');
 const { createMetrics } = require('../src/metrics');

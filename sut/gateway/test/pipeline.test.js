@@ -8,22 +8,10 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const http = require('http');
-const fs = require('fs');
-const { needs } = require('./prereq');
+const { needs, workerBin } = require('./prereq');
 const { once } = require('events');
 
-function workerBin() {
-  if (process.env.MEDIASOUP_WORKER_BIN && fs.existsSync(process.env.MEDIASOUP_WORKER_BIN)) return process.env.MEDIASOUP_WORKER_BIN;
-  try {
-    const p = fs.readFileSync('/tmp/speechload-worker-path.txt', 'utf8').trim();
-    return fs.existsSync(p) ? p : null;
-  } catch {
-    return null;
-  }
-}
-
 const BIN = workerBin();
-if (BIN) process.env.MEDIASOUP_WORKER_BIN = BIN;
 
 const { Pipeline } = require('../src/pipeline');
 const { Backends } = require('../src/backends');
@@ -76,9 +64,8 @@ async function run(t, { stt, reportErrors, count }) {
   const events = [];
   const done = new (require('events').EventEmitter)();
   const pipeline = new Pipeline({
-    producerId: 'mic', peerId: 'speaker', sourceLanguage: 'en', targetLanguage: 'es',
+    producerId: 'mic', peerId: 'speaker', sourceLanguage: 'en', outputs: new Map([['es', injector]]),
     backends: new Backends({ services: { stt: base, translation: base, tts: base }, timeoutMs: 2000, metrics }),
-    injector,
     emit: (name, payload) => {
       events.push({ name, ...payload });
       if (name === 'tts' || name === 'pipelineError') done.emit('end');
@@ -123,6 +110,20 @@ test('pipeline: per-stage order kept when a later STT answers first; errors in o
   assert.equal(tts1.durationMs, 200);
   assert.ok(((tts4.rtpTimestamp - tts1.rtpTimestamp) >>> 0) >= (200 + 100) * 48, 'TTS audio does not overlap');
   assert.equal(events.find((e) => e.name === 'translation').text, 'ONE');
+  // A translation or TTS failure names its target language; an STT failure has none.
+  const failed = (stage) => events.find((e) => e.name === 'pipelineError' && e.stage === stage);
+  assert.equal(failed('translation').targetLanguage, 'es');
+  assert.equal('targetLanguage' in failed('stt'), false);
+  assert.deepEqual(events.filter((e) => e.name === 'tts').map((e) => e.language), ['es', 'es']);
+  // An error names its speaker's producer and carries its utterance's speech span, as a transcription
+  // does (same clock and units): utterance n spoke from 1000·(n−1) ms for 500 ms (utterance() above).
+  for (const e of events.filter((x) => x.name === 'pipelineError' || x.name === 'transcription')) {
+    assert.equal(e.producerId, 'mic', `${e.name}:${e.seq}`);
+    assert.deepEqual([e.speechStartTs, e.speechEndTs], [1000 * (e.seq - 1), 1000 * (e.seq - 1) + 500],
+      `${e.name}:${e.seq}`);
+  }
+  assert.deepEqual([failed('stt').speechStartTs, failed('stt').speechEndTs], [2000, 2500]);
+  assert.deepEqual([failed('translation').speechStartTs, failed('translation').speechEndTs], [1000, 1500]);
 });
 
 test('pipeline: reportErrors false keeps failures off the wire', needs(BIN, 'no mediasoup worker'), async (t) => {

@@ -8,6 +8,7 @@
 //
 // Not a test file itself: `npm test` runs test/*.test.js.
 
+const fs = require('fs');
 const test = require('node:test');
 
 const REQUIRE_ALL = process.env.SPEECHLOAD_REQUIRE_ALL === '1';
@@ -25,4 +26,21 @@ function needs(available, reason) {
   return { skip: reason };
 }
 
-module.exports = { needs, REQUIRE_ALL };
+/**
+ * The mediasoup worker binary: MEDIASOUP_WORKER_BIN, or the path the infra build wrote to
+ * /tmp/speechload-worker-path.txt (then exported, for mediasoup to find); null when there is none.
+ */
+function workerBin() {
+  const env = process.env.MEDIASOUP_WORKER_BIN;
+  if (env && fs.existsSync(env)) return env;
+  try {
+    const p = fs.readFileSync('/tmp/speechload-worker-path.txt', 'utf8').trim();
+    if (!fs.existsSync(p)) return null;
+    process.env.MEDIASOUP_WORKER_BIN = p;
+    return p;
+  } catch {
+    return null;
+  }
+}
+
+module.exports = { needs, workerBin, REQUIRE_ALL };
