@@ -96,6 +96,7 @@ class Correlator:
         self._overlapped: dict[str, int] = {}  # span matching: segments that overlapped each utterance
         self._recent: dict[str, None] = {}  # gateway ids whose rows are out (later events: duplicates)
         self._span_seen = False
+        self.on_onset: Callable[[UtteranceTimeline], None] | None = None  # told when an onset is timed
 
     @property
     def wants_payloads(self) -> bool:
@@ -267,6 +268,8 @@ class Correlator:
         for tl in seg.timelines:
             if tl.t_audio_onset is None:
                 tl.t_audio_onset = stream.t_first
+                if self.on_onset is not None:
+                    self.on_onset(tl)
             tl.previous_audio_end, tl.previous_cut = stream.prev_end, stream.prev_cut
 
     def _ended(self, stream: Stream) -> None:

@@ -50,9 +50,9 @@ class Listener:
                                                "packets_received": None}
         self.announcements = Announcements(session.profile.producers)
         self.inbox = Inbox(session.profile, self.announcements, self._route_event, self._on_announced, clock)
-        self.monitor = TranslatedAudioMonitor(self._on_packet, clock, on_onset=self._on_onset)
+        self.monitor = TranslatedAudioMonitor(self._on_packet, clock)
         self.voiced = VoicedArrivalMonitor(self._on_voiced, clock)
-        self.on_onset_seen: Callable[[], None] | None = None  # barge-in: a translated talk spurt began
+        self.on_onset_seen: Callable[[], None] | None = None  # barge-in: an utterance's audio onset is timed
         self._clock = clock
         self._on_failure = on_failure
         self._transport: Any = None
@@ -80,6 +80,7 @@ class Listener:
             self.correlator = Correlator(mic_id, complete, self._clock, language=self.ear.language,
                                          matching=self.matching, listen_sample=self.listen_sample)
             self.monitor.keep_payloads = self.correlator.wants_payloads
+            self.correlator.on_onset = self._onset_timed
 
     def expect(self, tl: UtteranceTimeline) -> Callable[[UtteranceTimeline], None] | None:
         """An utterance of the timed party was scheduled; its speech-end hook (mode "sfu"), if any."""
@@ -99,10 +100,7 @@ class Listener:
     # ---- consuming -----------------------------------------------------------------------------
 
     def _route_event(self, event: ResultEvent, t: float) -> bool:
-        routed = self.correlator.on_event(event, t) if self.correlator is not None else False
-        if routed and self.on_onset_seen is not None:
-            self.on_onset_seen()  # a tts event may be what completes an onset heard before it
-        return routed
+        return self.correlator.on_event(event, t) if self.correlator is not None else False
 
     def _on_announced(self) -> None:
         if self.mic_id is not None:
@@ -142,7 +140,7 @@ class Listener:
         if self.correlator is not None:
             self.correlator.on_packet(t, marker, rtp_timestamp, sequence_number, payload)
 
-    def _on_onset(self, _onset: Any) -> None:
+    def _onset_timed(self, _tl: UtteranceTimeline) -> None:
         if self.on_onset_seen is not None:
             self.on_onset_seen()
 

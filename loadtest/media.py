@@ -1,4 +1,4 @@
-"""Media for one synthetic caller: a paced pre-encoded Opus track out, RTP-level onset detection in.
+"""Media for one synthetic caller: a paced pre-encoded Opus track out, translated RTP packets in.
 
 Send: ``UtteranceTrack`` hands aiortc packets that are already Opus, so aiortc packs them without
 encoding (measured: one process holds ~8 sender/receiver pairs per core with an Opus encoder per
@@ -10,8 +10,7 @@ shared timer; the send time of each utterance's first and last voiced packet is 
 Receive: ``TranslatedAudioMonitor`` hands each RTP packet of the translated-speech consumer on as it
 arrives (arrival time, marker, RTP timestamp, sequence number; the payload only when asked to), before
 aiortc's jitter buffer (which adds ~80 ms) and without decoding it (loadtest/hearing.py assigns packets
-to utterances); the first packet of each talk spurt (marker bit, or the first after a silence gap) is
-also reported as an onset to whoever asks.
+to utterances and times their onsets).
 """
 
 from __future__ import annotations
@@ -39,7 +38,6 @@ if TYPE_CHECKING:
 FRAME_S = 0.020
 SAMPLES_PER_FRAME = 960
 TIME_BASE = fractions.Fraction(1, 48000)
-ONSET_GAP_S = 0.100
 SILENCE_LEVEL = 127  # RFC 6464: -127 dBov
 PACING_GRID_S = 0.002  # tracks' 20 ms grids are aligned to this; one timer per occupied instant
 
@@ -230,16 +228,6 @@ class UtteranceTrack(MediaStreamTrack):
         return len(self._queue) + (1 if self._current is not None else 0)
 
 
-@dataclass(frozen=True)
-class Onset:
-    """First packet of a talk spurt of translated speech, as it arrived."""
-
-    t_arrival: float
-    rtp_timestamp: int
-    sequence_number: int
-    marker: bool
-
-
 PacketSink = Callable[[float, bool, int, int, "bytes | None"], None]  # (t, marker, rtp ts, seq, payload)
 
 
@@ -247,17 +235,14 @@ class TranslatedAudioMonitor:
     """Hands every RTP packet of a translated-speech consumer to ``on_packet`` without decoding it.
 
     ``keep_payloads``: pass each packet's payload (a reference to aiortc's own bytes, no copy) for
-    ``--listen-sample``; else None. ``on_onset``: also told of the first packet of each talk spurt."""
+    ``--listen-sample``; else None."""
 
     def __init__(self, on_packet: PacketSink, clock: Callable[[], float] = time.monotonic,
-                 keep_payloads: bool = False, on_onset: Callable[[Onset], None] | None = None) -> None:
+                 keep_payloads: bool = False) -> None:
         self._on_packet = on_packet
         self._clock = clock
         self.keep_payloads = keep_payloads
-        self._on_onset = on_onset
-        self._last_arrival: float | None = None
         self.packets = 0
-        self.onsets = 0
 
     def attach(self, receiver: Any) -> None:
         """Hook an aiortc RTCRtpReceiver: stop its decoder, see packets before its jitter buffer."""
@@ -288,10 +273,4 @@ class TranslatedAudioMonitor:
                 payload: bytes | None = None) -> None:
         now = self._clock()
         self.packets += 1
-        if self._on_onset is not None:
-            gap = self._last_arrival is None or now - self._last_arrival > ONSET_GAP_S
-            self._last_arrival = now
-            if marker or gap:
-                self.onsets += 1
-                self._on_onset(Onset(now, rtp_timestamp, sequence_number, marker))
         self._on_packet(now, marker, rtp_timestamp, sequence_number, payload)

@@ -126,11 +126,6 @@ class PipelineClient:
         for listener in self.listeners:
             listener.on_onset_seen = self._onset_seen.set
 
-    @property
-    def stats(self) -> dict[str, float | None]:
-        """The first listener's RTC stats (the one a one-way call has), RTT from its party's speaker."""
-        return self.listeners[0].stats
-
     def stats_for(self, tl: UtteranceTimeline) -> dict[str, float | None]:
         return self._listener(tl.listener).stats
 
@@ -303,7 +298,7 @@ class PipelineClient:
         first = previous[0]
         events = [self._onset_seen, self._broken] + ([stop] if stop is not None else [])
         while first.t_audio_onset is None and first.error is None and self._clock() < fallback:
-            self._onset_seen.clear()  # set by every listener's next talk spurt; then look again
+            self._onset_seen.clear()  # set whenever a listener times an utterance's audio onset
             await _first_of(events, fallback - self._clock())
             if self._broken.is_set() or (stop is not None and stop.is_set()):
                 break

@@ -108,6 +108,25 @@ def test_events_and_audio_complete_utterances_in_order() -> None:
     assert second.t_transcript is None
 
 
+def test_onset_callback_fires_once_when_the_onset_is_timed_also_by_a_late_event() -> None:
+    """Barge-in plans from this callback: audio heard before its tts event is timed when the event comes."""
+    corr, _done, clock, _timers = correlator()
+    timed: list[tuple[str, float | None]] = []
+    corr.on_onset = lambda tl: timed.append((tl.utterance_id, tl.t_audio_onset))
+    tl = timeline(1)
+    corr.expect(tl)
+    tl.t_send_start, tl.t_speech_end = 1.0, 3.0
+    corr.on_event(Transcription("srv-1", "mic-1", "hello", 3.5, 3.0), 3.6)
+    corr.on_event(Translation("srv-1", "hola", None), 3.7)
+    clock.now = 4.05
+    corr.on_packet(4.05, True, 4800, 7, None)
+    assert timed == []  # audio alone is not yet anybody's onset
+    corr.on_event(TtsStart("srv-1", "tts-1", 4800, 900.0, None), 4.1)
+    clock.now = 4.07
+    corr.on_packet(4.07, False, 5760, 8, None)
+    assert timed == [(tl.utterance_id, 4.05)]
+
+
 def test_audio_matched_by_rtp_timestamp_not_by_arrival_order() -> None:
     corr, done, clock, timers = correlator()
     tl = timeline(1)
