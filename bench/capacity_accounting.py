@@ -26,6 +26,9 @@ STAGE_MARKS = {
 
 BUSY_PERCENT = 85.0  # a core this busy (of 100 % = the whole core) over a window counts as saturated
 OWN_FRACTION = 0.5  # the tester's own share of its busy core below this fraction: other work contended
+# The host (hypervisor) took the tester's vCPU for at least this share of the window: it stops in slices of
+# ~10 ms, as long as the lateness limit, so 1 % of the window can hold 1 % of the packets late by itself.
+STEAL_PERCENT = 1.0
 LIMITS = ("tester", "stack", "ports", "time")
 
 
@@ -62,14 +65,38 @@ class GroundTruth:
                 marks.setdefault(f"{record['kind']}@{record['targetLanguage']}", float(record["t"]))
 
 
+# Where a stage error comes from: each mark's transit between the two clocks' events, as
+# (name, tester mark, ground-truth mark, sign): ``in`` is tester → gateway (our last voiced packet
+# leaving, the gateway hearing it), the others gateway → tester (an event emitted, our receiving it).
+TRANSITS = (
+    ("in", "t_speech_end", "speech_end", -1.0),
+    ("transcript", "t_transcript", "transcription", 1.0),
+    ("translation", "t_translation", "translation", 1.0),
+    ("audio", "t_audio_onset", "tts_first_packet", 1.0),
+)
+
+
 @dataclass
 class StageErrors:
     errors_ms: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGE_MARKS})
     unmatched: int = 0  # utterances the tester timed whose server id the ground truth does not know
+    # Per transit (TRANSITS), ms: what the path between tester and gateway took, both clocks the host's.
+    transit_ms: dict[str, list[float]] = field(default_factory=lambda: {t[0]: [] for t in TRANSITS})
 
     def p99_ms(self) -> dict[str, float | None]:
         return {stage: (round(quantile(sorted(v), 0.99), 2) if v else None)
                 for stage, v in self.errors_ms.items()}
+
+    def transit_summary(self) -> str:
+        """``in 1.2/4.0, transcript ...``: p50/p99 ms of each transit. An utterance's stt (and e2e)
+        error is its ``in`` plus its transcript (audio) transit; translation and tts errors are the
+        difference of two outward transits."""
+        parts = []
+        for name, values in self.transit_ms.items():
+            ordered = sorted(values)
+            if ordered:
+                parts.append(f"{name} {quantile(ordered, 0.5):.1f}/{quantile(ordered, 0.99):.1f}")
+        return ", ".join(parts)
 
 
 def stage_errors(measured: Iterable[Any], truth: Mapping[str, Mapping[str, float]]) -> StageErrors:
@@ -91,6 +118,10 @@ def stage_errors(measured: Iterable[Any], truth: Mapping[str, Mapping[str, float
         language = getattr(tl, "target_language", None)
         # The listener's language's fact where the log has one per language, else the utterance's.
         mine = {kind: marks.get(f"{kind}@{language}", t) for kind, t in marks.items() if "@" not in kind}
+        for name, t_mark, g_mark, sign in TRANSITS:
+            t = getattr(tl, t_mark, None)
+            if t is not None and g_mark in mine:
+                out.transit_ms[name].append(sign * (t - mine[g_mark]) * 1000.0)
         for stage, (t_end, t_start, g_end, g_start) in STAGE_MARKS.items():
             end, start = getattr(tl, t_end, None), getattr(tl, t_start, None)
             if end is None or start is None or g_end not in mine or g_start not in mine:
@@ -111,6 +142,8 @@ class StepLoad:
     stack_core_percent: float  # busy share of the stack's pinned core
     ports_exhausted: bool = False  # a connect failed for want of an RTC port
     tester_own_percent: float = 0.0  # the tester process's own CPU share (the rest of its core: other work)
+    tester_steal_percent: float = 0.0  # the hypervisor's share of the tester's core (steal time)
+    stack_steal_percent: float = 0.0  # the same for the stack's core
 
 
 def limited_by(failed: StepLoad | None, *, next_step_over_ports: bool,
@@ -141,13 +174,24 @@ def limited_by(failed: StepLoad | None, *, next_step_over_ports: bool,
     return "tester" if failed.late else "stack"
 
 
+def disturbed_by_host(failed: StepLoad | None) -> bool:
+    """Whether a ramp's stop measured the host rather than the tester and the stack: at its failing step
+    the hypervisor took either pinned core for ``STEAL_PERCENT`` of the window or more."""
+    if failed is None:
+        return False
+    return max(failed.tester_steal_percent, failed.stack_steal_percent) >= STEAL_PERCENT
+
+
 def per_core_measured(limit: str, failed: StepLoad | None) -> bool:
     """Whether the largest passing step is what one tester core carries, measured, not a lower bound.
 
     Only when the tester's core stopped the ramp, and mostly with the tester's own work: when other
-    processes (unpinned work elsewhere on the machine) took most of that core's busy time, the tester
-    got late sooner than it would alone, and the figure is a lower bound.
+    processes (unpinned work elsewhere on the machine) took most of that core's busy time, or the host
+    took the virtual CPU itself for ``STEAL_PERCENT`` of the window (steal time), the tester got late
+    sooner than it would alone, and the figure is a lower bound.
     """
     if limit != "tester" or failed is None:
+        return False
+    if failed.tester_steal_percent >= STEAL_PERCENT:
         return False
     return failed.tester_own_percent >= OWN_FRACTION * failed.tester_core_percent

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from capacity_accounting import GroundTruth, StepLoad, quantile, stage_errors
+from looptrace import LoopTrace
 from procstat import CpuSnapshot, gateway_decode_failures, rss_mb, stack_groups
 
 from loadtest.fixtures import EncodedClip, FixtureLibrary
@@ -38,6 +39,7 @@ from loadtest.webrtc_client import (
 )
 
 GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+SNAPSHOT_GAP_S = 0.2  # between the CPU snapshot and the lateness window (see measure_step)
 STATS_PERIOD_S = 2.0  # as loadtest run's direct engine polls RTC stats
 MAX_UTTERANCES_PER_CALLER = 400  # bounds every caller's plan whatever the budget
 NO_PORT = re.compile(r"no more available ports|port.{0,40}exhaust", re.IGNORECASE)  # mediasoup's words
@@ -210,6 +212,10 @@ class StepResult:
     gateway_decode_failures: int  # producers the gateway could not decode (this run)
     stage_error_p99_ms: dict[str, float | None]  # |tester − ground truth| per stage
     truth_unmatched: int  # utterances whose server id the ground truth lacks
+    transit_ms: str  # p50/p99 of each tester↔gateway transit: where the stage error comes from
+    stack_wait_percent: dict[str, float]  # run-queue wait of the stack's main threads / wall, by group
+    tester_steal_percent: float  # the hypervisor's share of the tester's core (cores_steal_s)
+    stack_steal_percent: float
     load: StepLoad
     passed: bool = False
     why: str = ""
@@ -231,17 +237,24 @@ def _share(after: float, before: float, wall: float) -> float:
 
 async def measure_step(swarm: Swarm, state_dir: Path, truth: TruthFile, failed: list[Caller],
                        args: argparse.Namespace, cores: tuple[int, int], decode_base: int,
-                       drain_s: float) -> StepResult:
+                       drain_s: float, trace: LoopTrace | None = None) -> StepResult:
     callers = len(swarm.callers)
     groups = stack_groups([state_dir])  # the gateway may have started workers since the last step
     profiler = None
     if args.py_spy is not None:
         profiler = start_py_spy(Path(args.py_spy) / f"step-{callers}.txt", args.window)
-    counts = swarm.packet_counts()
     before = CpuSnapshot.take(groups)
+    # Reading /proc for the snapshot holds the loop for up to ~20 ms under load: the packets it delays
+    # are the bench's, not the callers' load, so the lateness window starts once they have gone out.
+    await asyncio.sleep(SNAPSHOT_GAP_S)
+    counts = swarm.packet_counts()
+    if trace is not None:
+        trace.reset()
     await asyncio.sleep(args.window)  # the measurement window: the callers run meanwhile
-    after = CpuSnapshot.take(groups)
     lateness = sorted(swarm.lateness_since(counts))
+    if trace is not None:
+        print(trace.summary(), flush=True)
+    after = CpuSnapshot.take(groups)
     memory = rss_mb()
     wall = after.wall - before.wall
     # Results of the window's utterances arrive up to clip + response timeout after it: wait for them
@@ -284,6 +297,11 @@ async def measure_step(swarm: Swarm, state_dir: Path, truth: TruthFile, failed: 
         not_ok=dict(not_ok.most_common(3)),
         gateway_decode_failures=gateway_decode_failures(state_dir) - decode_base,
         stage_error_p99_ms=errors.p99_ms(), truth_unmatched=errors.unmatched,
+        transit_ms=errors.transit_summary(),
+        stack_wait_percent={k: _share(after.stack_wait[k], before.stack_wait[k], wall)
+                            for k in after.stack_wait},
+        tester_steal_percent=_share(after.steal[tester_core], before.steal[tester_core], wall),
+        stack_steal_percent=_share(after.steal[stack_core], before.steal[stack_core], wall),
         load=StepLoad(False, False, 0.0, 0.0),
     )
     judge(result, failed, swarm.active.current, args.lateness_limit_ms, lateness_measured=bool(lateness))
@@ -310,7 +328,8 @@ def judge(r: StepResult, failed: list[Caller], active: int, limit_ms: float, lat
     r.load = StepLoad(late=bool(late_reasons), stack_failed=bool(stack_reasons),
                       tester_core_percent=r.tester_core_percent, stack_core_percent=r.stack_core_percent,
                       ports_exhausted=any(NO_PORT.search(c.error or "") for c in failed),
-                      tester_own_percent=r.cpu_percent)
+                      tester_own_percent=r.cpu_percent, tester_steal_percent=r.tester_steal_percent,
+                      stack_steal_percent=r.stack_steal_percent)
     r.passed = not late_reasons and not stack_reasons
     r.why = "; ".join(late_reasons + stack_reasons)
 

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from loadtest import rtphistory
 from loadtest.cast import Voice
 from loadtest.ice import TurnRelay
 from loadtest.linkwatch import wait_link, watch_link
@@ -45,6 +46,7 @@ class Speaker:
         if network is not None:
             network.attach_sender(producer.rtpSender)  # the SFU's receiver reports about our stream
         self.track.attach_sender(producer.rtpSender)
+        rtphistory.install(producer.rtpSender)  # NACK history without a tracked object per sent packet
         return str(producer.id)
 
     async def connected(self, timeout: float, relay: TurnRelay | None) -> float:

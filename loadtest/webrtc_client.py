@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from loadtest.cast import Cast, cast_for
 from loadtest.credentials import Credentials
 from loadtest.fixtures import EncodedClip
-from loadtest.gcpolicy import settle_connected
+from loadtest.gcpolicy import Cadence, cadence_for, settle_connected
 from loadtest.ice import TurnRelay
 from loadtest.listener import Listener
 from loadtest.media import PlannedUtterance
@@ -104,6 +104,7 @@ class PipelineClient:
         self.mode = options.profile.mode
         self.cast = options.the_cast()
         self.conversation = conversation or f"conv-{uuid.uuid4().hex[:8]}-{next(_ids)}"
+        self._gc_cadence: Cadence | None = None  # held from connected to close
         self.caller = caller
         self.network = network  # the caller's impaired network (loadtest/impairments), when the run has one
         self.result = ConversationResult(self.conversation)
@@ -188,6 +189,8 @@ class PipelineClient:
             self._deliver_failure(str(exc), "connect")
             raise
         settle_connected()
+        self._gc_cadence = cadence_for(asyncio.get_running_loop())
+        self._gc_cadence.hold()
 
     async def _join(self, session: PeerSession) -> dict[str, Any]:
         answer = await session.join()
@@ -343,6 +346,9 @@ class PipelineClient:
             ls.stats["rtt_ms"] = await self.speakers[ls.ear.hears].rtt_ms()
 
     async def close(self) -> None:
+        if self._gc_cadence is not None:
+            self._gc_cadence.release()
+            self._gc_cadence = None
         self.result.handled_events = sum(ls.inbox.counts.handled for ls in self.listeners)
         self.result.malformed_events = sum(ls.inbox.counts.malformed for ls in self.listeners)
         self.result.unmatched_events = sum(ls.inbox.counts.unmatched for ls in self.listeners)

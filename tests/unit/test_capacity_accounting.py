@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from capacity_accounting import (  # noqa: E402 -- bench/ is not a package
     GroundTruth,
     StepLoad,
+    disturbed_by_host,
     limited_by,
     per_core_measured,
     quantile,
@@ -55,6 +56,11 @@ def test_stage_error_is_the_absolute_difference_of_the_same_stage_on_both_sides(
     # stt: tester 303 ms, truth 298 ms; translation 99 vs 100; tts 399 vs 400; e2e 801 vs 798
     assert got == pytest.approx({"stt": 5.0, "translation": 1.0, "tts": 1.0, "e2e": 3.0}, abs=1e-6)
     assert errors.unmatched == 0
+    # Where they come from: 2 ms on the way in, 3/2/1 ms on the way out (stt error = 3 + 2: out + in).
+    transit = {name: v[0] for name, v in errors.transit_ms.items()}
+    assert transit == pytest.approx({"in": 2.0, "transcript": 3.0, "translation": 2.0, "audio": 1.0},
+                                    abs=1e-6)
+    assert errors.transit_summary() == "in 2.0/2.0, transcript 3.0/3.0, translation 2.0/2.0, audio 1.0/1.0"
 
 
 def test_stage_error_uses_the_listeners_language_when_the_log_has_several() -> None:
@@ -147,3 +153,12 @@ def test_callers_per_core_is_measured_only_when_the_testers_own_work_filled_its_
     assert limited_by(crowded, next_step_over_ports=False) == "tester"
     assert not per_core_measured("tester", crowded)  # a lower bound
     assert not per_core_measured("stack", own) and not per_core_measured("time", None)
+    # The host took the tester's virtual CPU for 2 % of the window: lateness it caused, a lower bound.
+    stolen = StepLoad(late=True, stack_failed=False, tester_core_percent=95.0, stack_core_percent=40.0,
+                      tester_own_percent=80.0, tester_steal_percent=2.0)
+    assert limited_by(stolen, next_step_over_ports=False) == "tester"
+    assert not per_core_measured("tester", stolen)
+    assert disturbed_by_host(stolen) and not disturbed_by_host(own) and not disturbed_by_host(None)
+    stack_stolen = StepLoad(late=True, stack_failed=True, tester_core_percent=60.0, stack_core_percent=90.0,
+                            stack_steal_percent=5.0)
+    assert disturbed_by_host(stack_stolen)

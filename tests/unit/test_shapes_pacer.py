@@ -48,3 +48,55 @@ async def test_one_timer_wakes_every_track_due_at_the_same_instant() -> None:
     assert loop.time() >= start and not waiters[50].done()
     await waiters[50]
     assert loop.time() >= start + 0.02
+
+
+def test_new_tracks_fill_the_least_used_phase_of_the_frame() -> None:
+    pacer = Pacer(asyncio.new_event_loop(), grid_s=0.002, frame_s=0.020)
+    assert pacer.phases == 10
+    starts = [pacer.start(1.0001) for _ in range(100)]
+    assert pacer.tracks_by_phase == (10,) * 10
+    first = [t for t, _ in starts[:10]]
+    # The first ten take the next ten instants in order; none starts before it was asked to.
+    assert first == sorted(first) and min(first) >= 1.0001 and max(first) < 1.0001 + 0.020
+    assert len({round(t / 0.002) % 10 for t in first}) == 10
+    pacer.release(starts[0][1])
+    pacer.release(starts[0][1])
+    t, phase = pacer.start(5.0)
+    assert phase == starts[0][1] and pacer.tracks_by_phase.count(10) == 9
+
+
+async def test_a_stopped_track_gives_its_phase_back() -> None:
+    from loadtest.media import UtteranceTrack, pacer_for
+
+    pacer = pacer_for(asyncio.get_running_loop())
+    before = sum(pacer.tracks_by_phase)
+    tracks = [UtteranceTrack(b"\xf8\xff\xfe") for _ in range(3)]
+    for track in tracks:
+        await track.next_payload()
+    assert sum(pacer.tracks_by_phase) == before + 3
+    for track in tracks:
+        track.stop()
+        track.stop()
+    assert sum(pacer.tracks_by_phase) == before
+
+
+def test_a_finished_loop_is_not_kept_alive_by_its_pacer_or_cadence() -> None:
+    import gc
+    import weakref
+
+    from loadtest.gcpolicy import cadence_for
+    from loadtest.media import pacer_for
+
+    async def use() -> None:
+        loop = asyncio.get_running_loop()
+        await pacer_for(loop).wait_until(pacer_for(loop).align(loop.time()))
+        cadence_for(loop).hold()
+        cadence_for(loop).release()
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(use())
+    loop.close()
+    gone = weakref.ref(loop)
+    del loop
+    gc.collect()
+    assert gone() is None
