@@ -20,11 +20,11 @@ things make CPython's own schedule pause for long in a tester:
   callers: young ~1 ms, middle ~3-7 ms, full ~28 ms).
 
 Frozen objects are never collected, so a caller that closes leaves its reference cycles (aiortc's
-transports and their handlers: ~1.3 MB a caller, measured as +200 MB of RSS per 150-caller ramp) in
-the frozen set. ``Cadence.release`` thaws the set (unfreeze, full collection, freeze again) once the
-callers closed since the last thaw are as many as those still connected, and when the last one
-closes: the leak stays below the live set's own size, at the price of one full-heap pause per thaw
-(100-200 ms at 100+ callers) while callers are leaving anyway.
+transports and their handlers) in the frozen set for good. ``Cadence.release`` thaws the set
+(unfreeze, full collection, freeze again) once the callers closed since the last thaw are as many as
+those still connected, and when the last one closes: the leak stays below the live set's own size,
+at the price of one full-heap pause per thaw (as long as a full collection before the freeze:
+107-175 ms at 50-100 callers) while callers are leaving anyway.
 """
 
 from __future__ import annotations
