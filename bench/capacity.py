@@ -271,7 +271,7 @@ def summarize(runs: list[RunResult], cores: tuple[int, int], load_start: tuple[f
             "limited_by": mid["limited_by"], "lateness_p99_ms": mid["lateness_p99_ms"],
             "stage_error_p99_ms": mid["stage_error_p99_ms"], "cores": {"tester": cores[0], "stack": cores[1]},
             "loadavg": {"start": list(load_start), "end": [round(x, 2) for x in os.getloadavg()]},
-            "runs": per_run, "disturbed_runs": [f for f in all_runs if f["disturbed"] and f not in per_run]}
+            "runs": per_run, "disturbed_runs": [f for f in all_runs if f not in per_run]}
 
 
 def main() -> int:

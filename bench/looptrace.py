@@ -24,6 +24,8 @@ from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from procstat import core_ticks
+
 _clock = time.perf_counter
 _CONTAINERS = (list, dict, set, tuple, deque)
 
@@ -134,7 +136,7 @@ class LoopTrace:
         self.gc_census.append((generation, len(young), types.most_common(14), big[:5]))
 
     def reset(self) -> None:
-        self._stat_before = _core_stat()
+        self._stat_before = _tester_core_ticks()
         self.gc_census.clear()
         self.gc_ms.clear()
         self.gc_detail.clear()
@@ -172,7 +174,7 @@ class LoopTrace:
             lines.append(f"  gc gen{gen}: {len(pauses)} collections, max {max(pauses):.1f} ms, "
                          f"total {sum(pauses):.0f} ms, >= 5 ms: {sum(1 for p in pauses if p >= 5)}")
         lines.append(f"  slow gcs (wall ms, cpu ms, gen, collected, counts after): {self.gc_detail[:20]}")
-        after = _core_stat()
+        after = _tester_core_ticks()
         total = sum(after.values()) - sum(self._stat_before.values()) or 1
         lines.append("  tester core /proc/stat: " + ", ".join(
             f"{k} {100.0 * (after[k] - self._stat_before.get(k, 0)) / total:.1f}%" for k in after))
@@ -210,14 +212,6 @@ def _source(handle: asyncio.Handle) -> str:
     return getattr(callback, "__qualname__", type(callback).__name__)
 
 
-_STAT_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
-
-
-def _core_stat() -> dict[str, int]:
-    """The first CPU this process may use: its /proc/stat time split (clock ticks)."""
-    core = min(os.sched_getaffinity(0))
-    with open("/proc/stat") as stat:
-        for line in stat:
-            if line.startswith(f"cpu{core} "):
-                return dict(zip(_STAT_FIELDS, map(int, line.split()[1:9]), strict=True))
-    return {}
+def _tester_core_ticks() -> dict[str, int]:
+    """The first CPU this process may use (the bench pins it there): its /proc/stat time split."""
+    return core_ticks().get(min(os.sched_getaffinity(0)), {})

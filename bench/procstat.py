@@ -90,33 +90,36 @@ def all_processes_cpu_s() -> dict[int, float]:
     return times
 
 
-def cores_busy_s() -> dict[int, float]:
-    """Busy seconds of each CPU since boot (/proc/stat ``cpuN``: all but idle and iowait), by CPU number.
+CORE_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def core_ticks() -> dict[int, dict[str, int]]:
+    """Each CPU's time split since boot (/proc/stat ``cpuN``, CORE_FIELDS, clock ticks), by CPU number."""
+    ticks: dict[int, dict[str, int]] = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if name.startswith("cpu") and name[3:].isdigit():
+            ticks[int(name[3:])] = dict(zip(CORE_FIELDS, map(int, values[:8]), strict=True))
+    return ticks
+
+
+def cores_busy_s(ticks: dict[int, dict[str, int]]) -> dict[int, float]:
+    """Busy seconds of each CPU (all but idle and iowait) from ``core_ticks``.
 
     Tick-sampled, so it undercounts a timer-driven loop (see ``all_processes_cpu_s``); a core's busy
     share is therefore read as the larger of this and the pinned processes' own exact CPU time.
     """
-    busy: dict[int, float] = {}
-    for line in Path("/proc/stat").read_text().splitlines():
-        name, *values = line.split()
-        if name.startswith("cpu") and name[3:].isdigit():
-            ticks = [int(v) for v in values[:8]]  # user nice system idle iowait irq softirq steal
-            busy[int(name[3:])] = (sum(ticks) - ticks[3] - ticks[4]) / CLK_TCK
-    return busy
+    return {cpu: (sum(t.values()) - t["idle"] - t["iowait"]) / CLK_TCK for cpu, t in ticks.items()}
 
 
-def cores_steal_s() -> dict[int, float]:
-    """Seconds the hypervisor ran something else on each of our virtual CPUs (/proc/stat ``steal``).
+def cores_steal_s(ticks: dict[int, dict[str, int]]) -> dict[int, float]:
+    """Seconds the hypervisor ran something else on each of our virtual CPUs (``steal``), from
+    ``core_ticks``.
 
     Invisible to the guest's run queues: the whole vCPU stops, every process on it with it (measured
     here in ~10 ms slices, 0.5-4.5 % of the tester's core per 20 s window on a shared host).
     """
-    steal: dict[int, float] = {}
-    for line in Path("/proc/stat").read_text().splitlines():
-        name, *values = line.split()
-        if name.startswith("cpu") and name[3:].isdigit() and len(values) >= 8:
-            steal[int(name[3:])] = int(values[7]) / CLK_TCK
-    return steal
+    return {cpu: t["steal"] / CLK_TCK for cpu, t in ticks.items()}
 
 
 def loop_thread_sched() -> tuple[float, float, int]:
@@ -181,6 +184,7 @@ class CpuSnapshot:
         stack = {name: sum(proc_cpu_s(p) for p in pids) for name, pids in groups.items()}
         _, wait, preempted = loop_thread_sched()
         stack_wait = {name: sum(main_thread_wait_s(p) for p in pids) for name, pids in groups.items()}
+        ticks = core_ticks()
         return CpuSnapshot(time.monotonic(), time.process_time(), stack, all_processes_cpu_s(), wait,
-                           preempted, cores_busy_s(), stack_wait, cores_steal_s())
+                           preempted, cores_busy_s(ticks), stack_wait, cores_steal_s(ticks))
 

@@ -36,8 +36,6 @@ import weakref
 YOUNG_PERIOD_S = 0.05
 YOUNG_PER_MIDDLE = 5  # young collections per middle-generation collection: every 0.25 s
 MIDDLE_PER_FULL = 80  # middle collections per full collection: every 20 s
-
-
 THAW_MIN_CLOSED = 8  # closed callers below which a thaw is not worth its pause while others speak
 
 

@@ -63,10 +63,6 @@ class Pacer:
         self._tracks_by_phase = [0] * self.phases
         self._due: dict[int, list[asyncio.Future[None]]] = {}
 
-    def align(self, t: float) -> float:
-        """The first grid instant at or after ``t`` (loop time)."""
-        return math.ceil(t / self.grid_s) * self.grid_s
-
     def start(self, t: float) -> tuple[float, int]:
         """A new track's first instant at or after ``t`` on the least used phase, and that phase."""
         first = math.ceil(t / self.grid_s)

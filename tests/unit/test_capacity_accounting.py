@@ -4,6 +4,7 @@ ramp (bench/capacity_accounting.py; the bench itself is timing and lives in benc
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -162,3 +163,18 @@ def test_callers_per_core_is_measured_only_when_the_testers_own_work_filled_its_
     stack_stolen = StepLoad(late=True, stack_failed=True, tester_core_percent=60.0, stack_core_percent=90.0,
                             stack_steal_percent=5.0)
     assert disturbed_by_host(stack_stolen)
+
+
+def test_core_ticks_split_each_usable_cpu_and_derive_busy_and_steal() -> None:
+    from procstat import CLK_TCK, CORE_FIELDS, core_ticks, cores_busy_s, cores_steal_s
+
+    ticks = core_ticks()
+    assert set(os.sched_getaffinity(0)) <= set(ticks)
+    for cpu, split in ticks.items():
+        assert tuple(split) == CORE_FIELDS and all(v >= 0 for v in split.values())
+        busy, steal = cores_busy_s(ticks)[cpu], cores_steal_s(ticks)[cpu]
+        assert 0.0 <= steal <= busy  # steal counts as busy (it is not idle)
+    crafted = {0: dict(zip(CORE_FIELDS, (100, 0, 50, 800, 50, 0, 0, 30), strict=True))}
+    # busy: all but idle and iowait (user + system + steal here)
+    assert cores_busy_s(crafted)[0] == pytest.approx(180 / CLK_TCK)
+    assert cores_steal_s(crafted)[0] == pytest.approx(30 / CLK_TCK)

@@ -39,7 +39,7 @@ def test_bad_shapes_are_named(spec: ShapeSpec) -> None:
 async def test_one_timer_wakes_every_track_due_at_the_same_instant() -> None:
     loop = asyncio.get_running_loop()
     pacer = Pacer(loop, grid_s=0.002)
-    start = pacer.align(loop.time() + 0.01)
+    start, _ = pacer.start(loop.time() + 0.01)
     assert abs(start / 0.002 - round(start / 0.002)) < 1e-6
     scheduled_before = len(loop._scheduled)  # type: ignore[attr-defined]
     waiters = [pacer.wait_until(start) for _ in range(50)] + [pacer.wait_until(start + 0.02)]
@@ -89,7 +89,9 @@ def test_a_finished_loop_is_not_kept_alive_by_its_pacer_or_cadence() -> None:
 
     async def use() -> None:
         loop = asyncio.get_running_loop()
-        await pacer_for(loop).wait_until(pacer_for(loop).align(loop.time()))
+        when, phase = pacer_for(loop).start(loop.time())
+        await pacer_for(loop).wait_until(when)
+        pacer_for(loop).release(phase)
         cadence_for(loop).hold()
         cadence_for(loop).release()
 
