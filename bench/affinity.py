@@ -9,6 +9,7 @@ workers that appeared meanwhile.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -75,3 +76,30 @@ def choose_cores() -> tuple[int, int]:
     """(tester core, stack core): the first two CPUs this process may use (the same one if only one)."""
     usable = sorted(os.sched_getaffinity(0))
     return usable[0], usable[1] if len(usable) > 1 else usable[0]
+
+
+
+ENGINES = ("stt", "translation", "tts")  # the stack's services whose work is not on the media path
+
+
+def lower_engines(state_dirs: list[Path], nice: int) -> int:
+    """Give the sessions (autogroups) of the stack's engine services this nice value; the count set.
+
+    With autogroup scheduling on (/proc/sys/kernel/sched_autogroup_enabled), sessions share a core
+    before processes do, and every stack process is its own session (the gateway's mediasoup workers
+    share the gateway's). A deployment runs its engines on machines of their own; on the stack's one
+    core their bursts (a synthesis, a request's parsing) would otherwise queue the media path and the
+    proxy: packets and events in transit, which the stage error counts. Their own work is inside the
+    stages on both clocks, so a lower priority moves no stage boundary.
+    """
+    done = 0
+    for d in state_dirs:
+        for record in json.loads((d / "pids.json").read_text()).get("processes", []):
+            if record["name"] not in ENGINES:
+                continue
+            try:
+                Path(f"/proc/{int(record['pid'])}/autogroup").write_text(str(nice))
+                done += 1
+            except OSError:
+                continue  # gone, or no autogroup scheduling
+    return done

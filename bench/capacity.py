@@ -7,7 +7,11 @@ affinity.py): this process and all its threads on the first usable core, every p
 (its pids.json and their children: Traefik, the gateway, its mediasoup worker, the services) on the
 second, pinned once the stack is up and again after every step (for workers started meanwhile).
 Other work on the machine is not pinned: it still lands on both cores (the per-core busy figures
-show it).
+show it). On the stack's core, the engine services (STT, translation, TTS: each its own session) run at
+``--engines-nice`` (10) below the media path (gateway, mediasoup worker) and the proxy, as a deployment
+runs its engines on machines of their own: measured at 150 callers, their bursts otherwise queued the
+gateway (its run-queue wait 37-39 % of the window against 21-22 %) and the packets in transit to it
+(p99 26-42 ms against 15-17), which the stage error counts (bench/affinity.py lower_engines).
 
 It then drives real callers (``PipelineClient``: speaker + listener, real WebRTC) from this process,
 on one loop, as ``loadtest run``'s direct engine does (bench/capacity_swarm.py). The caller count is
@@ -45,24 +49,36 @@ it is ``limited_by`` (``capacity_accounting.limited_by``):
 * ``time``: the budget (or the step list) ran out before anything failed.
 
 The ramp runs ``--runs`` times (3) against the same stack; the bench prints min/median/max of the
-largest passing step. This machine may be a virtual one on a shared host: when, at a run's failing step,
-the host took either pinned core for 1 % of the window or more (steal time, /proc/stat), the run
-measured the host, not the tester or the stack. Such a run is reported and not counted, and another runs
-in its place (``--reruns``, 2 at most). The final JSON line:
+largest passing step. This machine may be a virtual one on a shared host, and a run can measure the
+host rather than the tester or the stack, in two ways (capacity_accounting.judge_runs):
+
+* steal: at the run's failing step the host took either pinned core for 1 % of the window or more
+  (steal time, /proc/stat);
+* speed: the same work took another amount of CPU. Every step records the CPU per packet the callers
+  sent (µs, tester and stack apart); at the reference step (the largest step every run passed) each
+  run's figure for the side that stopped it is compared with the runs' median, and a run more than
+  10 % off ran on a core of another speed (this host moves it by 20-40 % without any steal).
+
+Such a run is reported and not counted, and another runs in its place (``--reruns``, 2 at most). The
+final JSON line:
 
 * ``callers``: the largest passing step, median of the runs (figures below: of the median run);
 * ``callers_per_core``: the same number (the tester had exactly one core). It is what one core was
-  measured to carry only when ``limited_by`` is ``tester`` and the tester's own work was most of its
-  core's busy time at the failing step; otherwise (the ramp stopped for something else first, or
-  unpinned work from elsewhere crowded the tester's core, or the host took its virtual CPU for 1 % of
-  the window: steal time) it is a lower bound
+  measured to carry only when ``limited_by`` is ``tester``, the tester's core was busy (>= 85 %) and
+  the tester's own work was most of that at the failing step; otherwise (the ramp stopped for something
+  else first, or the tester was late with CPU to spare: its loop stalled, or unpinned work from
+  elsewhere crowded the tester's core, or the host took its virtual CPU for 1 % of the window: steal
+  time) it is a lower bound
   (``callers_per_core_is_lower_bound``, ``runs[].stopped_at`` has the core shares);
 * ``limited_by``, ``lateness_p99_ms`` and ``stage_error_p99_ms`` (per stage, ms) at the largest passing
-  step, ``runs`` (each counted run's figures), ``disturbed_runs`` (those left out), ``loadavg`` (the
-  machine's load at start and end).
+  step (the summary also prints each run's stage error at 100 callers;
+  ``runs[].stage_error_p99_ms_by_step`` has every passing step's), ``runs`` (each counted run's
+  figures, with its ``us_per_packet`` at the reference step and its ``speed_deviation``),
+  ``disturbed_runs`` (those left out, ``left_out`` says why),
+  ``speed_reference_callers``, ``loadavg`` (the machine's load at start and end).
 
     export MEDIASOUP_WORKER_BIN=$(scripts/mediasoup_worker_path.sh)
-    .venv/bin/python bench/capacity.py [--runs 3] [--steps 10,25,50,75,100,125,150,175,200] [--budget 600]
+    .venv/bin/python bench/capacity.py [--runs 3] [--steps 10,50,100,125,150,165,...] [--budget 600]
 
 ``--nice -10`` (root) gives the tester's session a larger share against unpinned work on its core;
 ``--py-spy DIR`` records a py-spy profile of this process over each step's window.
@@ -72,30 +88,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
+import gc
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from affinity import choose_cores, pin_self, pin_stack  # noqa: E402 -- bench/ is this script's directory
-from capacity_accounting import (  # noqa: E402
-    STEAL_PERCENT,
-    disturbed_by_host,
-    limited_by,
-    per_core_measured,
-)
-from capacity_swarm import HEADER, StepResult, Swarm, TruthFile, measure_step, row  # noqa: E402
+from affinity import choose_cores, lower_engines, pin_self, pin_stack  # noqa: E402 -- bench/ is this script's directory
+from capacity_accounting import SPEED_TOLERANCE, STEAL_PERCENT  # noqa: E402
+from capacity_runs import RunResult, assess, print_speeds, summarize  # noqa: E402
+from capacity_swarm import HEADER, Swarm, TruthFile, measure_step, row  # noqa: E402
 from looptrace import LoopTrace  # noqa: E402
-from procstat import gateway_decode_failures  # noqa: E402
+from procstat import gateway_decode_failures, rss_mb, trim_heap_mb  # noqa: E402
 
 from loadtest.config import RunConfig  # noqa: E402
 from loadtest.fixtures import FixtureLibrary, silence_packet  # noqa: E402
@@ -108,58 +117,10 @@ from sut.stack import StackInfo  # noqa: E402
 from tests.integration.stackrun import MANIFEST, running_stack, short_fixture_ids  # noqa: E402
 
 PORTS_PER_CALLER = 4  # mediasoup: send + recv WebRTC transports, the gateway's tap and TTS inject
+# 10 % apart from 150 up, where the runs end: runs one step apart then differ by 10 %, not 17 %. The
+# last is over what the capacity config's ports hold (250): a ramp that passes 240 is limited by ports.
+DEFAULT_STEPS = (10, 50, 100, 125, 150, 165, 180, 200, 220, 240, 260)
 SETTLE_S = 3.0  # after the last connect: DTLS/ICE consent and the new callers' first packets settle
-
-
-@dataclass
-class RunResult:
-    steps: list[StepResult] = field(default_factory=list)
-    next_step_over_ports: bool = False  # the ramp passed every step the RTC ports hold
-
-    @property
-    def passing(self) -> list[StepResult]:
-        # Only an unbroken run of passing steps counts: with --keep-going a later step may pass by luck.
-        return list(itertools.takewhile(lambda r: r.passed, self.steps))
-
-    @property
-    def best(self) -> StepResult | None:
-        return self.passing[-1] if self.passing else None
-
-    @property
-    def failed(self) -> StepResult | None:
-        return self.steps[len(self.passing)] if len(self.steps) > len(self.passing) else None
-
-    @property
-    def disturbed(self) -> bool:
-        failed = self.failed
-        return disturbed_by_host(failed.load if failed else None)
-
-    @property
-    def limited_by(self) -> str:
-        failed = self.failed
-        return limited_by(failed.load if failed else None, next_step_over_ports=self.next_step_over_ports)
-
-    def figures(self) -> dict[str, Any]:
-        best, failed = self.best, self.failed
-        return {
-            "callers": best.callers if best else 0,
-            "limited_by": self.limited_by,
-            "disturbed": self.disturbed,
-            "per_core_measured": per_core_measured(self.limited_by, failed.load if failed else None),
-            "lateness_p99_ms": round(best.lateness_p99_ms, 2) if best else None,
-            "stage_error_p99_ms": best.stage_error_p99_ms if best else None,
-            "cpu_percent": round(best.cpu_percent, 1) if best else None,
-            "tester_core_percent": round(best.tester_core_percent, 1) if best else None,
-            "stack_core_percent": round(best.stack_core_percent, 1) if best else None,
-            "stopped_at": None if failed is None else {
-                "callers": failed.callers, "why": failed.why,
-                "tester_core_percent": round(failed.tester_core_percent, 1),
-                "tester_own_percent": round(failed.cpu_percent, 1),
-                "tester_steal_percent": round(failed.tester_steal_percent, 1),
-                "stack_steal_percent": round(failed.stack_steal_percent, 1),
-                "stack_core_percent": round(failed.stack_core_percent, 1),
-                "stack_own_percent": round(sum(failed.stack_percent.values()), 1)},
-        }
 
 
 async def ramp(info: StackInfo, args: argparse.Namespace, steps: list[int], cores: tuple[int, int],
@@ -223,11 +184,22 @@ async def ramp(info: StackInfo, args: argparse.Namespace, steps: list[int], core
 
 def measure_runs(info: StackInfo, args: argparse.Namespace, steps: list[int], cores: tuple[int, int],
                  truth: TruthFile, dropped_for_ports: bool) -> list[RunResult]:
-    """``--runs`` ramps the host did not disturb, with up to ``--reruns`` more in place of disturbed ones."""
+    """``--runs`` ramps that count, with up to ``--reruns`` more in place of runs the host disturbed (steal)
+    or ran at another speed (``judge_runs``: judged once ``--runs`` ramps have run)."""
     runs: list[RunResult] = []
-    while sum(not r.disturbed for r in runs) < args.runs and len(runs) < args.runs + args.reruns:
+    while len(runs) < args.runs + args.reruns:
+        if len(runs) >= args.runs:
+            reference, verdicts = assess(runs)
+            if sum(v.counted for v in verdicts) >= args.runs:
+                break
+            print_speeds(runs, reference, verdicts)
+            print(f"{sum(v.counted for v in verdicts)} of {len(runs)} runs count: one more", flush=True)
         run = asyncio.run(ramp(info, args, steps, cores, truth, len(runs) + 1, dropped_for_ports))
         runs.append(run)
+        gc.collect()
+        rss, freed = rss_mb(), trim_heap_mb()
+        print(f"after run {len(runs)}: RSS {rss:.0f} MB, of which {freed:.0f} MB freed heap the C allocator "
+              "kept (returned to the OS now)", flush=True)
         if run.disturbed and run.failed is not None:
             print(f"run {len(runs)}: the host took the cores at the failing step (steal: tester "
                   f"{run.failed.tester_steal_percent:.1f} %, stack {run.failed.stack_steal_percent:.1f} %): "
@@ -235,52 +207,14 @@ def measure_runs(info: StackInfo, args: argparse.Namespace, steps: list[int], co
     return runs
 
 
-def summarize(runs: list[RunResult], cores: tuple[int, int], load_start: tuple[float, ...]) -> dict[str, Any]:
-    all_runs = [r.figures() for r in runs]
-    # Runs the host disturbed at their failing step measured the host: left out while others remain.
-    per_run = [f for f in all_runs if not f["disturbed"]] or all_runs
-    counts = [f["callers"] for f in per_run]
-    median = statistics.median_low(counts)  # a value some run reached: its figures stand for all
-    mid = per_run[counts.index(median)]
-    print()
-    left_out = len(all_runs) - len(per_run)
-    print(f"largest passing step over {len(per_run)} runs: min {min(counts)}, median {median}, "
-          f"max {max(counts)} callers (tester pinned to CPU {cores[0]}, stack to CPU {cores[1]})"
-          + (f"; {left_out} run(s) the host disturbed left out" if left_out else ""))
-    print(f"limited by: {', '.join(f['limited_by'] for f in per_run)} (median run: {mid['limited_by']})")
-    lower = not mid["per_core_measured"]
-    if mid["limited_by"] != "tester":
-        print(f"callers per core: >= {median} (a lower bound: the ramp stopped for {mid['limited_by']}, "
-              "not for the tester's core)")
-    elif lower:
-        stop = mid["stopped_at"]
-        if stop["tester_steal_percent"] >= STEAL_PERCENT:
-            print(f"callers per core: >= {median} (a lower bound: the host took the tester's virtual CPU for "
-                  f"{stop['tester_steal_percent']} % of the failing step's window, steal time)")
-        else:
-            print(f"callers per core: >= {median} (a lower bound: the tester's core was "
-                  f"{stop['tester_core_percent']} % busy, only {stop['tester_own_percent']} % of it the "
-                  "tester's own work)")
-    else:
-        print(f"callers per core: {median} (the tester's core stopped the ramp: {mid['stopped_at']['why']})")
-    if mid["stage_error_p99_ms"]:
-        errors = ", ".join(f"{k} {v}" for k, v in mid["stage_error_p99_ms"].items())
-        print(f"stage error p99 vs ground truth at {median} callers (ms): {errors}")
-    return {"callers": median, "callers_min": min(counts), "callers_max": max(counts),
-            "callers_per_core": median, "callers_per_core_is_lower_bound": lower,
-            "limited_by": mid["limited_by"], "lateness_p99_ms": mid["lateness_p99_ms"],
-            "stage_error_p99_ms": mid["stage_error_p99_ms"], "cores": {"tester": cores[0], "stack": cores[1]},
-            "loadavg": {"start": list(load_start), "end": [round(x, 2) for x in os.getloadavg()]},
-            "runs": per_run, "disturbed_runs": [f for f in all_runs if f not in per_run]}
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", default="10,25,50,75,100,125,150,175,200")
+    parser.add_argument("--steps", default=",".join(map(str, DEFAULT_STEPS)))
     parser.add_argument("--runs", type=int, default=3, help="ramps to run (min/median/max reported)")
     parser.add_argument("--reruns", type=int, default=2,
-                        help="extra ramps at most, in place of runs the host disturbed (steal time >= "
-                        f"{STEAL_PERCENT:g} %% of a pinned core at the failing step)")
+                        help="extra ramps at most, in place of runs that measured the host: steal time >= "
+                        f"{STEAL_PERCENT:g} %% of a pinned core at the failing step, or CPU per packet "
+                        f"{100 * SPEED_TOLERANCE:g} %% off the runs' median")
     parser.add_argument("--window", type=float, default=20.0, help="measurement window per step, s")
     parser.add_argument("--interval", type=float, default=5.0, help="utterance interval per caller, s")
     parser.add_argument("--response-timeout", type=float, default=5.0)
@@ -293,6 +227,9 @@ def main() -> int:
     parser.add_argument("--nice", type=int, default=0,
                         help="diagnostic: give the tester's session (autogroup) this nice value (e.g. -10, "
                         "as root) against the unpinned work sharing its core")
+    parser.add_argument("--engines-nice", type=int, default=10,
+                        help="nice value of the stack's engine services' sessions (stt, translation, tts) on "
+                        "the stack's core, below its media path and proxy (0: as started)")
     parser.add_argument("--keep-going", action="store_true",
                         help="measure every step, also after a failing one (diagnostics)")
     parser.add_argument("--loop-trace", action="store_true",
@@ -329,6 +266,10 @@ def main() -> int:
                 print(f"(steps {dropped} skipped: the stack's RTC ports hold {max_callers} callers)",
                       flush=True)
             steps = [s for s in steps if s <= max_callers]
+            if args.engines_nice:
+                lowered = lower_engines([info.state_dir], args.engines_nice)
+                print(f"the stack's {lowered} engine services at nice {args.engines_nice} on its core",
+                      flush=True)
             threads = pin_self({cores[0]})
             print(f"tester pinned to CPU {cores[0]} ({threads} threads); load average {load_start}",
                   flush=True)

@@ -6,13 +6,16 @@
   stages on the same clock from its side. Stage error = |tester's stage − ground truth's same stage|
   per utterance: what transport and the tester's own lateness add to a measurement.
 * ``limited_by``: what stopped a capacity ramp.
+* ``judge_runs``: which ramps count towards the figure (the host neither took the cores nor changed
+  their speed).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +33,9 @@ OWN_FRACTION = 0.5  # the tester's own share of its busy core below this fractio
 # ~10 ms, as long as the lateness limit, so 1 % of the window can hold 1 % of the packets late by itself.
 STEAL_PERCENT = 1.0
 LIMITS = ("tester", "stack", "ports", "time")
+# A run whose CPU per packet, at a step every run passed, differs from the runs' median by more than this
+# ran on a host of another speed: a virtual machine's host moves it by 20-40 % with no steal at all.
+SPEED_TOLERANCE = 0.10
 
 
 def quantile(ordered: list[float], q: float) -> float:
@@ -185,7 +191,8 @@ def disturbed_by_host(failed: StepLoad | None) -> bool:
 def per_core_measured(limit: str, failed: StepLoad | None) -> bool:
     """Whether the largest passing step is what one tester core carries, measured, not a lower bound.
 
-    Only when the tester's core stopped the ramp, and mostly with the tester's own work: when other
+    Only when the tester's core stopped the ramp, busy (``BUSY_PERCENT``: late with CPU to spare is
+    stalls, not a core's worth of callers), and mostly with the tester's own work: when other
     processes (unpinned work elsewhere on the machine) took most of that core's busy time, or the host
     took the virtual CPU itself for ``STEAL_PERCENT`` of the window (steal time), the tester got late
     sooner than it would alone, and the figure is a lower bound.
@@ -194,4 +201,51 @@ def per_core_measured(limit: str, failed: StepLoad | None) -> bool:
         return False
     if failed.tester_steal_percent >= STEAL_PERCENT:
         return False
+    if failed.tester_core_percent < BUSY_PERCENT:
+        return False  # late with CPU to spare: stalls, not a full core
     return failed.tester_own_percent >= OWN_FRACTION * failed.tester_core_percent
+
+
+@dataclass(frozen=True)
+class RunVerdict:
+    """Whether a ramp counts towards the capacity figure, and why not."""
+
+    counted: bool
+    why: str = ""  # "steal" | "speed" when left out
+    speed_deviation: float | None = None  # its limiting side's CPU per packet / the runs' median − 1
+
+
+def speed_deviations(costs: Sequence[float | None]) -> list[float | None]:
+    """Each cost relative to the median of the known ones (cost / median − 1); None where unknown or when
+    fewer than two are known (nothing to compare with)."""
+    known = [c for c in costs if c is not None and c > 0]
+    if len(known) < 2:
+        return [None] * len(costs)
+    mid = statistics.median(known)
+    return [None if c is None or c <= 0 else c / mid - 1.0 for c in costs]
+
+
+def judge_runs(disturbed: Sequence[bool], sides: Sequence[str], costs: Mapping[str, Sequence[float | None]],
+               tolerance: float = SPEED_TOLERANCE) -> list[RunVerdict]:
+    """Which ramps count.
+
+    ``disturbed``: the host took a pinned core at the run's failing step (``disturbed_by_host``);
+    ``sides``: which core's speed decided each run (``tester`` or ``stack``: the side that stopped it);
+    ``costs``: per side, each run's CPU per packet sent at the same step (the largest every run passed).
+    A run the host disturbed is left out (``steal``), and so is one whose deciding side cost more or less
+    than the other runs' median by over ``tolerance`` (``speed``): the same work took another amount of
+    CPU, so the host ran that core at another speed and the ramp measured that. Disturbed runs are not
+    part of the median.
+    """
+    deviations = {side: speed_deviations([None if d else c for d, c in zip(disturbed, values, strict=True)])
+                  for side, values in costs.items()}
+    verdicts = []
+    for index, (hit, side) in enumerate(zip(disturbed, sides, strict=True)):
+        deviation = deviations[side][index] if side in deviations else None
+        if hit:
+            verdicts.append(RunVerdict(False, "steal", deviation))
+        elif deviation is not None and abs(deviation) > tolerance:
+            verdicts.append(RunVerdict(False, "speed", deviation))
+        else:
+            verdicts.append(RunVerdict(True, "", deviation))
+    return verdicts

@@ -216,6 +216,10 @@ class StepResult:
     stack_wait_percent: dict[str, float]  # run-queue wait of the stack's main threads / wall, by group
     tester_steal_percent: float  # the hypervisor's share of the tester's core (cores_steal_s)
     stack_steal_percent: float
+    # CPU per packet the callers sent in the window (µs): the same work costs the same on a host of the
+    # same speed, so runs compare by it (capacity_accounting.judge_runs). None: no packet measured.
+    tester_us_per_packet: float | None
+    stack_us_per_packet: float | None
     load: StepLoad
     passed: bool = False
     why: str = ""
@@ -233,6 +237,11 @@ def start_py_spy(out: Path, duration_s: float) -> subprocess.Popen[bytes] | None
 
 def _share(after: float, before: float, wall: float) -> float:
     return 100.0 * (after - before) / wall
+
+
+def _us_per_packet(percent: float, packets_per_s: float) -> float | None:
+    """CPU µs per packet sent, from a CPU share (100 % = one core) and the callers' packet rate."""
+    return 1e4 * percent / packets_per_s if packets_per_s > 0 else None
 
 
 async def measure_step(swarm: Swarm, state_dir: Path, truth: TruthFile, failed: list[Caller],
@@ -278,6 +287,7 @@ async def measure_step(swarm: Swarm, state_dir: Path, truth: TruthFile, failed: 
     stack_percent = {k: _share(after.stack[k], before.stack[k], wall) for k in after.stack}
     tester_cpu = _share(after.tester, before.tester, wall)
     tester_core, stack_core = cores
+    packets_per_s = len(lateness) / args.window
     result = StepResult(
         callers=callers, connect_failures=len(failed), cpu_percent=tester_cpu,
         tester_core_percent=max(tester_cpu,
@@ -302,6 +312,8 @@ async def measure_step(swarm: Swarm, state_dir: Path, truth: TruthFile, failed: 
                             for k in after.stack_wait},
         tester_steal_percent=_share(after.steal[tester_core], before.steal[tester_core], wall),
         stack_steal_percent=_share(after.steal[stack_core], before.steal[stack_core], wall),
+        tester_us_per_packet=_us_per_packet(tester_cpu, packets_per_s),
+        stack_us_per_packet=_us_per_packet(sum(stack_percent.values()), packets_per_s),
         load=StepLoad(False, False, 0.0, 0.0),
     )
     judge(result, failed, swarm.active.current, args.lateness_limit_ms, lateness_measured=bool(lateness))

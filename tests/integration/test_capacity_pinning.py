@@ -7,6 +7,7 @@ worker) and every thread of each must carry the stack's core in /proc/<pid>/task
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from tests.integration.stackrun import running_stack
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-from affinity import allowed_cpus, parse_cpu_list, pin_process, pin_stack, threads  # noqa: E402
+from affinity import ENGINES, allowed_cpus, lower_engines, parse_cpu_list, pin_process, pin_stack, threads  # noqa: E402
 from procstat import stack_groups  # noqa: E402
 
 pytestmark = pytest.mark.integration
@@ -64,3 +65,13 @@ def test_the_stacks_processes_and_their_children_are_pinned(state_dir: Path) -> 
         for pid in pids:
             assert allowed_cpus(pid) == {cpu}, (pid, allowed_cpus(pid))  # Cpus_allowed_list
             assert all(allowed_cpus(pid, tid) == {cpu} for tid in threads(pid)), pid
+        # The engines' sessions go below the media path on that core; the gateway's stays as started.
+        autogroup = Path(f"/proc/{groups['gateway'][0]}/autogroup")
+        if not autogroup.exists():
+            pytest.skip("no autogroup scheduling in this kernel")
+        records = json.loads((info.state_dir / "pids.json").read_text())["processes"]
+        engines = [int(r["pid"]) for r in records if r["name"] in ENGINES]
+        assert len(engines) == len(ENGINES)
+        assert lower_engines([info.state_dir], 10) == len(ENGINES)
+        assert all(Path(f"/proc/{pid}/autogroup").read_text().split()[-1] == "10" for pid in engines)
+        assert autogroup.read_text().split()[-1] == "0"

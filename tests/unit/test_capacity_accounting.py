@@ -14,11 +14,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 from capacity_accounting import (  # noqa: E402 -- bench/ is not a package
     GroundTruth,
+    RunVerdict,
     StepLoad,
     disturbed_by_host,
+    judge_runs,
     limited_by,
     per_core_measured,
     quantile,
+    speed_deviations,
     stage_errors,
 )
 
@@ -154,6 +157,11 @@ def test_callers_per_core_is_measured_only_when_the_testers_own_work_filled_its_
     assert limited_by(crowded, next_step_over_ports=False) == "tester"
     assert not per_core_measured("tester", crowded)  # a lower bound
     assert not per_core_measured("stack", own) and not per_core_measured("time", None)
+    # Late with a third of the core to spare: the loop stalled, the core was not full. A lower bound.
+    stalled = StepLoad(late=True, stack_failed=False, tester_core_percent=67.0, stack_core_percent=80.0,
+                       tester_own_percent=67.0)
+    assert limited_by(stalled, next_step_over_ports=False) == "tester"
+    assert not per_core_measured("tester", stalled)
     # The host took the tester's virtual CPU for 2 % of the window: lateness it caused, a lower bound.
     stolen = StepLoad(late=True, stack_failed=False, tester_core_percent=95.0, stack_core_percent=40.0,
                       tester_own_percent=80.0, tester_steal_percent=2.0)
@@ -178,3 +186,31 @@ def test_core_ticks_split_each_usable_cpu_and_derive_busy_and_steal() -> None:
     # busy: all but idle and iowait (user + system + steal here)
     assert cores_busy_s(crafted)[0] == pytest.approx(180 / CLK_TCK)
     assert cores_steal_s(crafted)[0] == pytest.approx(30 / CLK_TCK)
+
+
+def test_speed_deviation_is_relative_to_the_median_of_the_known_costs() -> None:
+    assert speed_deviations([40.0, 48.0, 40.0, None]) == pytest.approx([0.0, 0.2, 0.0, None])
+    assert speed_deviations([40.0, 50.0]) == pytest.approx([-1 / 9, 1 / 9])  # median of two: their mean
+    assert speed_deviations([40.0, None]) == [None, None]  # one run: nothing to compare with
+
+
+def test_a_run_on_a_slower_or_faster_host_is_left_out_and_steal_first() -> None:
+    """Three ramps: run 2's tester needed 20 % more CPU for the same packets (the host slowed its core),
+    run 3 was stopped by the stack, whose cost matches the others'. Run 4 had steal at its failing step:
+    left out for that, and its cost (off by 50 %) does not move the median."""
+    costs = {"tester": [40.0, 48.0, 41.0, 60.0], "stack": [30.0, 30.0, 31.0, 45.0]}
+    verdicts = judge_runs([False, False, False, True], ["tester", "tester", "stack", "tester"], costs)
+    assert [v.counted for v in verdicts] == [True, False, True, False]
+    assert [v.why for v in verdicts] == ["", "speed", "", "steal"]
+    # The median of the undisturbed testers' costs is 41: run 2 is +17 %, run 1 -2.4 %.
+    assert verdicts[1].speed_deviation == pytest.approx(48 / 41 - 1)
+    assert verdicts[0].speed_deviation == pytest.approx(40 / 41 - 1)
+    # A faster core is as foreign as a slower one.
+    fast = judge_runs([False] * 3, ["tester"] * 3, {"tester": [40.0, 40.0, 34.0], "stack": [None] * 3})
+    assert [v.why for v in fast] == ["", "", "speed"]
+
+
+def test_runs_without_a_common_step_all_count() -> None:
+    unknown: list[float | None] = [None, None]
+    verdicts = judge_runs([False, False], ["tester", "stack"], {"tester": unknown, "stack": unknown})
+    assert verdicts == [RunVerdict(True), RunVerdict(True)]
