@@ -55,9 +55,11 @@ host rather than the tester or the stack, in two ways (capacity_accounting.judge
 * steal: at the run's failing step the host took either pinned core for 1 % of the window or more
   (steal time, /proc/stat);
 * speed: the same work took another amount of CPU. Every step records the CPU per packet the callers
-  sent (µs, tester and stack apart); at the reference step (the largest step every run passed) each
-  run's figure for the side that stopped it is compared with the runs' median, and a run more than
-  10 % off ran on a core of another speed (this host moves it by 20-40 % without any steal).
+  sent (µs, tester and stack apart); for the side that stopped each run, its figure at the reference
+  step (the largest step every run passed) is compared with the runs' median, and its figure at the
+  step that stopped it with the other runs' at that same step. A run more than 10 % off at the
+  reference, or more than 10 % dearer at its stop, ran on a core of another speed (this host moves it
+  by 20-40 % without any steal).
 
 Such a run is reported and not counted, and another runs in its place (``--reruns``, 2 at most). The
 final JSON line:

@@ -213,6 +213,7 @@ class RunVerdict:
     counted: bool
     why: str = ""  # "steal" | "speed" when left out
     speed_deviation: float | None = None  # its limiting side's CPU per packet / the runs' median − 1
+    stop_deviation: float | None = None  # the same at the step that stopped it, against the other runs'
 
 
 def speed_deviations(costs: Sequence[float | None]) -> list[float | None]:
@@ -225,27 +226,40 @@ def speed_deviations(costs: Sequence[float | None]) -> list[float | None]:
     return [None if c is None or c <= 0 else c / mid - 1.0 for c in costs]
 
 
+def stop_deviation(own: float | None, others: Sequence[float | None]) -> float | None:
+    """A run's CPU per packet at the step that stopped it against the median of the other runs' at that
+    same step (own / median − 1); None without a figure on either side."""
+    known = [c for c in others if c is not None and c > 0]
+    if own is None or own <= 0 or not known:
+        return None
+    return own / statistics.median(known) - 1.0
+
+
 def judge_runs(disturbed: Sequence[bool], sides: Sequence[str], costs: Mapping[str, Sequence[float | None]],
+               stops: Sequence[float | None] | None = None,
                tolerance: float = SPEED_TOLERANCE) -> list[RunVerdict]:
     """Which ramps count.
 
     ``disturbed``: the host took a pinned core at the run's failing step (``disturbed_by_host``);
     ``sides``: which core's speed decided each run (``tester`` or ``stack``: the side that stopped it);
-    ``costs``: per side, each run's CPU per packet sent at the same step (the largest every run passed).
+    ``costs``: per side, each run's CPU per packet sent at the same step (the largest every run passed);
+    ``stops``: each run's ``stop_deviation`` on its side (None where no other run measured that step).
     A run the host disturbed is left out (``steal``), and so is one whose deciding side cost more or less
-    than the other runs' median by over ``tolerance`` (``speed``): the same work took another amount of
-    CPU, so the host ran that core at another speed and the ramp measured that. Disturbed runs are not
-    part of the median.
+    than the other runs' median by over ``tolerance`` at the common step, or more at the step that
+    stopped it (``speed``): the same work took another amount of CPU, so the host ran that core at
+    another speed and the ramp measured that (a core faster at the stop did not stop the run early).
+    Disturbed runs are not part of the median.
     """
     deviations = {side: speed_deviations([None if d else c for d, c in zip(disturbed, values, strict=True)])
                   for side, values in costs.items()}
+    stops = list(stops) if stops is not None else [None] * len(sides)
     verdicts = []
-    for index, (hit, side) in enumerate(zip(disturbed, sides, strict=True)):
+    for index, (hit, side, at_stop) in enumerate(zip(disturbed, sides, stops, strict=True)):
         deviation = deviations[side][index] if side in deviations else None
         if hit:
-            verdicts.append(RunVerdict(False, "steal", deviation))
-        elif deviation is not None and abs(deviation) > tolerance:
-            verdicts.append(RunVerdict(False, "speed", deviation))
+            verdicts.append(RunVerdict(False, "steal", deviation, at_stop))
+        elif abs(deviation or 0.0) > tolerance or (at_stop or 0.0) > tolerance:
+            verdicts.append(RunVerdict(False, "speed", deviation, at_stop))
         else:
-            verdicts.append(RunVerdict(True, "", deviation))
+            verdicts.append(RunVerdict(True, "", deviation, at_stop))
     return verdicts

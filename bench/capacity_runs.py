@@ -18,6 +18,7 @@ from capacity_accounting import (
     judge_runs,
     limited_by,
     per_core_measured,
+    stop_deviation,
 )
 from capacity_swarm import StepResult
 
@@ -68,6 +69,7 @@ class RunResult:
             "disturbed": self.disturbed,
             "left_out": verdict.why or None,
             "speed_deviation": None if verdict.speed_deviation is None else round(verdict.speed_deviation, 3),
+            "stop_deviation": None if verdict.stop_deviation is None else round(verdict.stop_deviation, 3),
             "us_per_packet": None if ref is None else {
                 "callers": ref.callers, "tester": _round(ref.tester_us_per_packet),
                 "stack": _round(ref.stack_us_per_packet)},
@@ -103,7 +105,18 @@ def assess(runs: list[RunResult]) -> tuple[int | None, list[RunVerdict]]:
         step = run.step(reference)
         costs["tester"].append(step.tester_us_per_packet if step else None)
         costs["stack"].append(step.stack_us_per_packet if step else None)
-    return reference, judge_runs([r.disturbed for r in runs], [r.side for r in runs], costs)
+    stops = [_stop_deviation(run, [o for o in runs if o is not run and not o.disturbed]) for run in runs]
+    return reference, judge_runs([r.disturbed for r in runs], [r.side for r in runs], costs, stops)
+
+
+def _stop_deviation(run: RunResult, others: list[RunResult]) -> float | None:
+    """The run's CPU per packet (its side) at its failing step against the other runs' at that step."""
+    failed = run.failed
+    if failed is None:
+        return None
+    attribute = f"{run.side}_us_per_packet"
+    theirs = [getattr(step, attribute) for step in (o.step(failed.callers) for o in others) if step]
+    return stop_deviation(getattr(failed, attribute), theirs)
 
 
 def print_speeds(runs: list[RunResult], reference: int | None, verdicts: list[RunVerdict]) -> None:
@@ -114,7 +127,10 @@ def print_speeds(runs: list[RunResult], reference: int | None, verdicts: list[Ru
         step = run.step(reference)
         cost = None if step is None else getattr(step, f"{run.side}_us_per_packet")
         deviation = "" if verdict.speed_deviation is None else f" ({100 * verdict.speed_deviation:+.0f} %)"
-        parts.append(f"run {index} {run.side} {_round(cost)} µs{deviation}"
+        failed = run.failed
+        at_stop = ("" if verdict.stop_deviation is None or failed is None else
+                   f", at its stop ({failed.callers}) {100 * verdict.stop_deviation:+.0f} % vs the others")
+        parts.append(f"run {index} {run.side} {_round(cost)} µs{deviation}{at_stop}"
                      + (f" left out: {verdict.why}" if verdict.why else ""))
     print(f"CPU per packet sent at {reference} callers: " + "; ".join(parts), flush=True)
 

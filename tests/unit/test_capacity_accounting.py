@@ -23,6 +23,7 @@ from capacity_accounting import (  # noqa: E402 -- bench/ is not a package
     quantile,
     speed_deviations,
     stage_errors,
+    stop_deviation,
 )
 
 from loadtest.timeline import UtteranceTimeline  # noqa: E402
@@ -214,3 +215,14 @@ def test_runs_without_a_common_step_all_count() -> None:
     unknown: list[float | None] = [None, None]
     verdicts = judge_runs([False, False], ["tester", "stack"], {"tester": unknown, "stack": unknown})
     assert verdicts == [RunVerdict(True), RunVerdict(True)]
+
+
+def test_a_run_slower_only_at_the_step_that_stopped_it_is_left_out_a_faster_one_is_not() -> None:
+    """At the common step all three cost the same; run 2 then stopped at a step where its stack cost 13 %
+    more than the other runs' at that step (they passed it): the host slowed that core then."""
+    assert stop_deviation(91.0, [80.5, 80.0, None]) == pytest.approx(91.0 / 80.25 - 1)
+    assert stop_deviation(91.0, []) is None and stop_deviation(None, [80.0]) is None
+    costs = {"tester": [50.0, 50.0, 50.0], "stack": [80.0, 81.0, 82.0]}
+    verdicts = judge_runs([False] * 3, ["stack"] * 3, costs, stops=[None, 0.13, -0.2])
+    assert [v.why for v in verdicts] == ["", "speed", ""]  # faster at its stop: that did not stop it early
+    assert verdicts[1].stop_deviation == pytest.approx(0.13)

@@ -72,3 +72,23 @@ def test_a_run_that_passed_nothing_leaves_nothing_to_compare() -> None:
     reference, verdicts = assess([nothing, some])
     assert reference is None
     assert all(v.counted for v in verdicts)
+
+
+
+def test_a_run_whose_stack_cost_more_at_the_step_that_stopped_it_is_left_out() -> None:
+    """The shape of a bench seen here: 180 / 125 / 180, every run stopped by the stack, costs within 5 %
+    at 125; run 2 stopped at 150, where its stack cost 13 % more than the other runs' at 150."""
+    def passed(callers: int, stack_us: float = 120.0) -> StepResult:
+        return step(callers, tester_us=60, stack_us=stack_us)
+
+    first = RunResult([passed(125, 116), passed(150, 121), passed(180),
+                       step(200, tester_us=60, stack_us=125, fails="stack")])
+    slowed = RunResult([passed(125, 118), step(150, tester_us=60, stack_us=137, fails="stack")])
+    third = RunResult([passed(125, 119), passed(150, 122), passed(180),
+                       step(200, tester_us=60, stack_us=125, fails="stack")])
+    reference, verdicts = assess([first, slowed, third])
+    assert reference == 125
+    assert [v.why for v in verdicts] == ["", "speed", ""]
+    assert verdicts[1].speed_deviation == pytest.approx(0.0)  # alike at the common step
+    assert verdicts[1].stop_deviation == pytest.approx(137 / 121.5 - 1)
+    assert verdicts[0].stop_deviation == pytest.approx(0.0)  # run 3 stopped at 200 at the same cost
