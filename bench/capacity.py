@@ -82,6 +82,9 @@ final JSON line:
     export MEDIASOUP_WORKER_BIN=$(scripts/mediasoup_worker_path.sh)
     .venv/bin/python bench/capacity.py [--runs 3] [--steps 10,50,100,125,150,165,...] [--budget 600]
 
+After each ramp the bench hands the heap the C allocator keeps free back to the OS and prints how much
+that was (``after run N: RSS ...``): the process's memory across ramps, without the allocator's slack.
+
 ``--nice -10`` (root) gives the tester's session a larger share against unpinned work on its core;
 ``--py-spy DIR`` records a py-spy profile of this process over each step's window.
 """
