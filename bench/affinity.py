@@ -9,12 +9,11 @@ workers that appeared meanwhile.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from procstat import stack_groups
+from procstat import stack_groups, stack_records
 
 
 def parse_cpu_list(text: str) -> set[int]:
@@ -78,7 +77,6 @@ def choose_cores() -> tuple[int, int]:
     return usable[0], usable[1] if len(usable) > 1 else usable[0]
 
 
-
 ENGINES = ("stt", "translation", "tts")  # the stack's services whose work is not on the media path
 
 
@@ -93,13 +91,12 @@ def lower_engines(state_dirs: list[Path], nice: int) -> int:
     stages on both clocks, so a lower priority moves no stage boundary.
     """
     done = 0
-    for d in state_dirs:
-        for record in json.loads((d / "pids.json").read_text()).get("processes", []):
-            if record["name"] not in ENGINES:
-                continue
-            try:
-                Path(f"/proc/{int(record['pid'])}/autogroup").write_text(str(nice))
-                done += 1
-            except OSError:
-                continue  # gone, or no autogroup scheduling
+    for record in stack_records(state_dirs):
+        if record["name"] not in ENGINES:
+            continue
+        try:
+            Path(f"/proc/{int(record['pid'])}/autogroup").write_text(str(nice))
+            done += 1
+        except OSError:
+            continue  # gone, or no autogroup scheduling
     return done

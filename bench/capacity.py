@@ -75,7 +75,8 @@ final JSON line:
 * ``limited_by``, ``lateness_p99_ms`` and ``stage_error_p99_ms`` (per stage, ms) at the largest passing
   step (the summary also prints each run's stage error at 100 callers;
   ``runs[].stage_error_p99_ms_by_step`` has every passing step's), ``runs`` (each counted run's
-  figures, with its ``us_per_packet`` at the reference step and its ``speed_deviation``),
+  figures, with its ``us_per_packet`` at the reference step, its ``speed_deviation`` and its
+  ``stop_deviation``),
   ``disturbed_runs`` (those left out, ``left_out`` says why),
   ``speed_reference_callers``, ``loadavg`` (the machine's load at start and end).
 
@@ -219,7 +220,8 @@ def main() -> int:
     parser.add_argument("--reruns", type=int, default=2,
                         help="extra ramps at most, in place of runs that measured the host: steal time >= "
                         f"{STEAL_PERCENT:g} %% of a pinned core at the failing step, or CPU per packet "
-                        f"{100 * SPEED_TOLERANCE:g} %% off the runs' median")
+                        f"{100 * SPEED_TOLERANCE:g} %% off the runs' median (or dearer than the others' "
+                        "at the failing step)")
     parser.add_argument("--window", type=float, default=20.0, help="measurement window per step, s")
     parser.add_argument("--interval", type=float, default=5.0, help="utterance interval per caller, s")
     parser.add_argument("--response-timeout", type=float, default=5.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import re
@@ -9,6 +10,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -60,9 +62,14 @@ def descendants(roots: list[int]) -> list[int]:
     return sorted(found)
 
 
+def stack_records(state_dirs: list[Path]) -> list[dict[str, Any]]:
+    """The stacks' process records (pids.json: name, pid, ...), the processes each stack started."""
+    return [r for d in state_dirs for r in json.loads((d / "pids.json").read_text()).get("processes", [])]
+
+
 def stack_groups(state_dirs: list[Path]) -> dict[str, list[int]]:
     """Stack pids by group: gateway (node), mediasoup (its workers), other (proxy, services)."""
-    records = [r for d in state_dirs for r in json.loads((d / "pids.json").read_text()).get("processes", [])]
+    records = stack_records(state_dirs)
     groups: dict[str, list[int]] = {"gateway": [], "mediasoup": [], "other": []}
     for record in records:
         for pid in descendants([int(record["pid"])]):
@@ -170,8 +177,6 @@ def trim_heap_mb() -> float:
     """Hand the heap the C allocator holds free back to the OS (``malloc_trim``, glibc; 0 elsewhere): the
     RSS that went (MB). A process whose RSS stays high after its objects are gone either leaks or keeps
     freed heap; this tells them apart."""
-    import ctypes
-
     try:
         trim = ctypes.CDLL(None).malloc_trim
     except AttributeError:

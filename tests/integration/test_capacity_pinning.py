@@ -7,7 +7,6 @@ worker) and every thread of each must carry the stack's core in /proc/<pid>/task
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from tests.integration.stackrun import running_stack
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 from affinity import ENGINES, allowed_cpus, lower_engines, parse_cpu_list, pin_process, pin_stack, threads  # noqa: E402
-from procstat import stack_groups  # noqa: E402
+from procstat import stack_groups, stack_records  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -69,8 +68,7 @@ def test_the_stacks_processes_and_their_children_are_pinned(state_dir: Path) -> 
         autogroup = Path(f"/proc/{groups['gateway'][0]}/autogroup")
         if not autogroup.exists():
             pytest.skip("no autogroup scheduling in this kernel")
-        records = json.loads((info.state_dir / "pids.json").read_text())["processes"]
-        engines = [int(r["pid"]) for r in records if r["name"] in ENGINES]
+        engines = [int(r["pid"]) for r in stack_records([info.state_dir]) if r["name"] in ENGINES]
         assert len(engines) == len(ENGINES)
         assert lower_engines([info.state_dir], 10) == len(ENGINES)
         assert all(Path(f"/proc/{pid}/autogroup").read_text().split()[-1] == "10" for pid in engines)
