@@ -72,8 +72,25 @@ class AuditContext:
     async def get(self, url: str, **kwargs: Any) -> tuple[aiohttp.ClientResponse, bytes]:
         """GET without following redirects; the response (closed) and up to 1 MB of its body."""
         async with self.session.get(url, allow_redirects=False, ssl=self.ssl_for(url), **kwargs) as resp:
-            body = await resp.content.read(1 << 20)
+            body = await read_body(resp.content, BODY_LIMIT)
         return resp, body
 
     async def close(self) -> None:
         await self.session.close()
+
+
+BODY_LIMIT = 1 << 20  # bytes of a response body the checks look at
+
+
+async def read_body(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """The body up to its end or `limit` bytes. One `read(n)` returns what has arrived so far, so a
+    body sent in several pieces (a proxy relaying a chunked response) would be cut at the first."""
+    parts: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await content.read(limit - size)
+        if not chunk:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts)

@@ -8,7 +8,9 @@ import asyncio
 import datetime as dt
 import json
 from pathlib import Path
+from unittest import mock
 
+import aiohttp
 import pytest
 from aiohttp import web
 from cryptography import x509
@@ -17,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from loadtest.preflight import checks_backends, checks_http, checks_socketio
 from loadtest.preflight.checks_media import judge_media, judge_smoke
 from loadtest.preflight.config import PrometheusTarget, Route, config_for_target
-from loadtest.preflight.context import AuditContext
+from loadtest.preflight.context import AuditContext, read_body
 from loadtest.preflight.media_probe import MediaOutcome
 from loadtest.preflight.model import CheckFailed, run_check
 from loadtest.timeline import UtteranceTimeline
@@ -155,6 +157,25 @@ async def test_resp_encoding_and_replies() -> None:
     assert await checks_backends.read_reply(reader) == ["message", "c", "p"]
     with pytest.raises(checks_backends.RespError, match="ERR nope"):
         await checks_backends.read_reply(reader)
+
+
+async def test_a_body_in_pieces_is_read_whole_up_to_the_limit() -> None:
+    # A gateway's /metrics relayed by a proxy arrives in pieces; a check that looked at the first
+    # piece only reported families "missing" that came in the second.
+    reader = aiohttp.StreamReader(mock.Mock(), 1 << 16, loop=asyncio.get_running_loop())
+    reader.feed_data(b"# TYPE gateway_peers gauge\n")
+    body = asyncio.create_task(read_body(reader, 1 << 20))
+    await asyncio.sleep(0)  # one loop turn: the first piece is taken and the reader waits for more
+    assert not body.done()
+    reader.feed_data(b"# TYPE gateway_uptime_seconds gauge\n")
+    reader.feed_eof()
+    families, _ = checks_http.parse_prometheus((await body).decode())
+    assert families == {"gateway_peers", "gateway_uptime_seconds"}
+
+    capped = aiohttp.StreamReader(mock.Mock(), 1 << 16, loop=asyncio.get_running_loop())
+    capped.feed_data(b"x" * 10)
+    capped.feed_data(b"y" * 10)
+    assert await read_body(capped, 15) == b"x" * 10 + b"y" * 5  # stops at the limit, no EOF needed
 
 
 async def test_redis_name_that_does_not_resolve_says_standalone() -> None:
