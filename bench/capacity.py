@@ -74,7 +74,8 @@ final JSON line:
   (``callers_per_core_is_lower_bound``, ``runs[].stopped_at`` has the core shares);
 * ``limited_by``, ``lateness_p99_ms`` and ``stage_error_p99_ms`` (per stage, ms) at the largest passing
   step (the summary also prints each run's stage error at 100 callers;
-  ``runs[].stage_error_p99_ms_by_step`` has every passing step's), ``runs`` (each counted run's
+  ``runs[].stage_error_p99_ms_by_step`` has every passing step's; ``runs[].gateway_loop_delay_p99_ms_by_step``
+  the gateway's own event-loop delay at every step, the failing one included), ``runs`` (each counted run's
   figures, with its ``us_per_packet`` at the reference step, its ``speed_deviation`` and its
   ``stop_deviation``),
   ``disturbed_runs`` (those left out, ``left_out`` says why),
@@ -167,14 +168,16 @@ async def ramp(info: StackInfo, args: argparse.Namespace, steps: list[int], core
             pin_stack([info.state_dir], stack_cpus)  # workers the gateway started for the new callers
             await asyncio.sleep(SETTLE_S)  # the new callers' connection work must not count as lateness
             step = await measure_step(swarm, info.state_dir, truth, failed, args, cores, decode_base, drain_s,
-                                      trace)
+                                      trace, info.gateway_urls)
             pin_stack([info.state_dir], stack_cpus)
             result.steps.append(step)
             print(row(step), flush=True)
             if step.transit_ms:
                 waits = ", ".join(f"{k} {v:.1f} %" for k, v in step.stack_wait_percent.items())
+                loop = ("" if step.gateway_loop_delay_p99_ms is None else
+                        f"; gateway loop delay p99 {step.gateway_loop_delay_p99_ms:.1f} ms")
                 print(f"{'':>7} transit p50/p99 ms: {step.transit_ms}; stack run-queue wait: {waits}; "
-                      f"steal T {step.tester_steal_percent:.1f} %, S {step.stack_steal_percent:.1f} %",
+                      f"steal T {step.tester_steal_percent:.1f} %, S {step.stack_steal_percent:.1f} %{loop}",
                       flush=True)
             for reason, count in step.not_ok.items():
                 print(f"{'':>7} {count} × {reason}", flush=True)

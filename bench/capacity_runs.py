@@ -77,6 +77,8 @@ class RunResult:
             "lateness_p99_ms": round(best.lateness_p99_ms, 2) if best else None,
             "stage_error_p99_ms": best.stage_error_p99_ms if best else None,
             "stage_error_p99_ms_by_step": {s.callers: s.stage_error_p99_ms for s in self.passing},
+            "gateway_loop_delay_p99_ms_by_step": {s.callers: _round(s.gateway_loop_delay_p99_ms)
+                                                  for s in self.steps},
             "cpu_percent": round(best.cpu_percent, 1) if best else None,
             "tester_core_percent": round(best.tester_core_percent, 1) if best else None,
             "stack_core_percent": round(best.stack_core_percent, 1) if best else None,

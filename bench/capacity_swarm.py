@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from capacity_accounting import GroundTruth, StepLoad, quantile, stage_errors
+from gateway_metrics import loop_delay_p99_ms
 from looptrace import LoopTrace
 from procstat import CpuSnapshot, gateway_decode_failures, rss_mb, stack_groups
 
@@ -223,6 +224,9 @@ class StepResult:
     load: StepLoad
     passed: bool = False
     why: str = ""
+    # The gateway's own event-loop delay p99 over its last 10-s window (worst replica), read as the
+    # window ends: a saturated stack shows here before its packets reach the tester late.
+    gateway_loop_delay_p99_ms: float | None = None
 
 
 def start_py_spy(out: Path, duration_s: float) -> subprocess.Popen[bytes] | None:
@@ -246,7 +250,8 @@ def _us_per_packet(percent: float, packets_per_s: float) -> float | None:
 
 async def measure_step(swarm: Swarm, state_dir: Path, truth: TruthFile, failed: list[Caller],
                        args: argparse.Namespace, cores: tuple[int, int], decode_base: int,
-                       drain_s: float, trace: LoopTrace | None = None) -> StepResult:
+                       drain_s: float, trace: LoopTrace | None = None,
+                       gateway_urls: tuple[str, ...] = ()) -> StepResult:
     callers = len(swarm.callers)
     groups = stack_groups([state_dir])  # the gateway may have started workers since the last step
     profiler = None
@@ -265,6 +270,7 @@ async def measure_step(swarm: Swarm, state_dir: Path, truth: TruthFile, failed: 
         print(trace.summary(), flush=True)
     after = CpuSnapshot.take(groups)
     memory = rss_mb()
+    loop_delay = await asyncio.to_thread(loop_delay_p99_ms, gateway_urls)  # off the callers' loop
     wall = after.wall - before.wall
     # Results of the window's utterances arrive up to clip + response timeout after it: wait for them
     # (at the same load), bounded.
@@ -314,7 +320,7 @@ async def measure_step(swarm: Swarm, state_dir: Path, truth: TruthFile, failed: 
         stack_steal_percent=_share(after.steal[stack_core], before.steal[stack_core], wall),
         tester_us_per_packet=_us_per_packet(tester_cpu, packets_per_s),
         stack_us_per_packet=_us_per_packet(sum(stack_percent.values()), packets_per_s),
-        load=StepLoad(False, False, 0.0, 0.0),
+        load=StepLoad(False, False, 0.0, 0.0), gateway_loop_delay_p99_ms=loop_delay,
     )
     judge(result, failed, swarm.active.current, args.lateness_limit_ms, lateness_measured=bool(lateness))
     return result

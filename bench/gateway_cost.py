@@ -31,13 +31,13 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from procstat import proc_cpu_s, stack_groups  # noqa: E402 -- bench/ is this script's own directory
+from gateway_metrics import loop_delay_p99_ms, metric  # noqa: E402 -- bench/ is this script's own directory
+from procstat import proc_cpu_s, stack_groups  # noqa: E402
 
 from tests.integration.stackrun import run_callers, running_stack, short_fixture_ids  # noqa: E402
 
@@ -45,19 +45,6 @@ SETTLE_S = 3.0  # after the last pipeline starts: ICE/DTLS consent and the first
 IDLE_S = 3.0  # the gateway's idle CPU, measured before any caller connects
 CONNECT_BUDGET_S = 90.0  # every caller must be connected by then
 CODEC_ERROR = re.compile(r"opus (?:decode|encode)[^\n]*fail|codec error|out of bounds", re.IGNORECASE)
-
-
-def metric(url: str, name: str) -> float | None:
-    """One unlabelled sample of the gateway's /metrics (None when absent or unreachable)."""
-    try:
-        with urllib.request.urlopen(f"{url}/metrics", timeout=2.0) as resp:
-            text = resp.read().decode()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith(f"{name} "):
-            return float(line.split()[1])
-    return None
 
 
 def cpu_of(pids: list[int]) -> float:
@@ -121,6 +108,7 @@ def main() -> int:
             wall = time.monotonic() - w0
             g1, m1 = cpu_of(groups["gateway"]), cpu_of(groups["mediasoup"])
             pipelines = metric(url, "gateway_pipelines")
+            loop_delay = loop_delay_p99_ms((url,))  # its last 10 s: inside the window
             runner.join(timeout=duration_s + 60.0)
             log_text = (state / "gateway.log").read_text(errors="replace")
 
@@ -138,6 +126,8 @@ def main() -> int:
           f"(idle before the callers: {idle_pct:.2f} %)")
     print(f"  mediasoup worker    {worker_pct:6.2f} % of a core = {worker_pct / args.callers:.3f} % "
           "per caller")
+    if loop_delay is not None:
+        print(f"  gateway event-loop delay p99 over the window's last 10 s: {loop_delay:.1f} ms")
     print(f"  utterances: {total} ({', '.join(f'{k} {v}' for k, v in sorted(statuses.items()))}); "
           f"codec errors in the gateway log: {codec_errors}")
     print(json.dumps({
@@ -148,6 +138,7 @@ def main() -> int:
         "utterances": total,
         "ok": int(statuses.get("ok", 0)),
         "codec_errors": codec_errors,
+        "gateway_loop_delay_p99_ms": None if loop_delay is None else round(loop_delay, 2),
     }))
     return 0
 

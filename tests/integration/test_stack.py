@@ -8,6 +8,7 @@ clear of the other integration tests). Needs `make setup` (worker built, gateway
 from __future__ import annotations
 
 import json
+import re
 import ssl
 import subprocess
 import sys
@@ -106,6 +107,13 @@ def test_metrics_through_the_proxy(stack) -> None:
     info, _ = stack
     status, body = https_get(info, f"{info.target_url}/metrics")
     assert status == 200 and b"# TYPE" in body
+    # The gateway's event-loop delay: quantiles in seconds (an idle gateway's loop is not a minute late).
+    text = body.decode()
+    found = re.findall(r'^gateway_event_loop_delay_seconds\{quantile="([0-9.]+)"\} (\S+)$', text, re.M)
+    delays = {q: float(v) for q, v in found}
+    assert set(delays) == {"0.5", "0.9", "0.99", "1"}, text[-2000:]
+    assert all(0.0 <= v < 60.0 for v in delays.values()), delays
+    assert delays["0.5"] <= delays["0.99"] <= delays["1"], delays
 
 
 def test_status_and_refusals_while_running(stack, tmp_path: Path) -> None:

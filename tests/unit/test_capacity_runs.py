@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from capacity_accounting import StepLoad  # noqa: E402 -- bench/ is not a package
 from capacity_runs import RunResult, assess, summarize  # noqa: E402
 from capacity_swarm import StepResult  # noqa: E402
+from gateway_metrics import LOOP_DELAY, sample  # noqa: E402
 
 pytestmark = pytest.mark.unit
 
@@ -33,7 +34,7 @@ def step(callers: int, *, tester_us: float, stack_us: float, fails: str | None =
         stage_error_p99_ms={"stt": 5.0, "translation": 1.0, "tts": 2.0, "e2e": float(callers) / 10},
         truth_unmatched=0, transit_ms="", stack_wait_percent={}, tester_steal_percent=0.0,
         stack_steal_percent=0.0, tester_us_per_packet=tester_us, stack_us_per_packet=stack_us, load=load,
-        passed=fails is None, why=fails or "")
+        passed=fails is None, why=fails or "", gateway_loop_delay_p99_ms=callers / 20)
 
 
 def test_a_run_whose_tester_cost_more_per_packet_is_left_out_and_the_rest_are_summarized() -> None:
@@ -62,6 +63,9 @@ def test_a_run_whose_tester_cost_more_per_packet_is_left_out_and_the_rest_are_su
     assert summary["speed_reference_callers"] == 150
     assert summary["runs"][0]["us_per_packet"] == {"callers": 150, "tester": 69.0, "stack": 80.0}
     assert summary["runs"][1]["stage_error_p99_ms_by_step"][100]["e2e"] == 10.0
+    # The gateway's loop delay is kept for every step, the one that stopped the run too.
+    loop_delay = summary["runs"][1]["gateway_loop_delay_p99_ms_by_step"]
+    assert loop_delay == {100: 5.0, 150: 7.5, 180: 9.0, 200: 10.0}
     # The median run was stopped by the stack: a lower bound, whatever the tester's core did.
     assert summary["limited_by"] == "stack" and summary["callers_per_core_is_lower_bound"]
 
@@ -92,3 +96,13 @@ def test_a_run_whose_stack_cost_more_at_the_step_that_stopped_it_is_left_out() -
     assert verdicts[1].speed_deviation == pytest.approx(0.0)  # alike at the common step
     assert verdicts[1].stop_deviation == pytest.approx(137 / 121.5 - 1)
     assert verdicts[0].stop_deviation == pytest.approx(0.0)  # run 3 stopped at 200 at the same cost
+
+
+def test_gateway_samples_are_read_by_name_and_labels() -> None:
+    text = (f"# TYPE {LOOP_DELAY} gauge\n{LOOP_DELAY}{{quantile=\"0.5\"}} 0.0101\n"
+            f"{LOOP_DELAY}{{quantile=\"0.99\"}} 0.0213\n"
+            "gateway_pipelines 12\ngateway_pipelines_total 99\n")
+    assert sample(text, LOOP_DELAY, 'quantile="0.99"') == 0.0213
+    assert sample(text, "gateway_pipelines") == 12.0  # not the _total series that shares the prefix
+    assert sample(text, LOOP_DELAY) is None  # the family has labelled series only
+    assert sample(text, LOOP_DELAY, 'quantile="0.9"') is None

@@ -2,6 +2,8 @@
 // A tiny Prometheus text-format registry (counters, gauges, histograms with labels), so the
 // gateway needs no metrics dependency. Exposition format 0.0.4.
 
+const { monitorEventLoopDelay } = require('node:perf_hooks');
+
 function labelKey(labels) {
   const keys = Object.keys(labels);
   if (keys.length === 0) return ''; // the common case, per packet: skip the work below
@@ -49,6 +51,48 @@ class Gauge {
       return got.map(([labels, v]) => `${this.name}{${labelKey(labels)}} ${fmt(v)}`);
     }
     return [...this.values].map(([k, v]) => `${this.name}${k ? `{${k}}` : ''} ${fmt(v)}`);
+  }
+}
+
+/**
+ * How late this process's event loop ran timers, as quantile gauges over the last complete window
+ * (10 s). A fixed window rather than "since the last scrape": Prometheus, a preflight and a bench
+ * reading the same endpoint all see the same figures. Until the first window closes, the figures
+ * since start. A busy loop delays every packet the gateway relays and every event it sends.
+ */
+class LoopDelay {
+  constructor(name, help, { windowMs = 10000, resolutionMs = 10 } = {}) {
+    Object.assign(this, { name, help, type: 'gauge', windowMs, resolutionNs: resolutionMs * 1e6 });
+    this.monitor = monitorEventLoopDelay({ resolution: resolutionMs });
+    this.monitor.enable();
+    this.closed = null; // the last complete window's quantiles (seconds)
+    this.timer = setInterval(() => this.roll(), windowMs);
+    this.timer.unref();
+  }
+
+  /** Close the current window: keep its quantiles, start the next. */
+  roll() {
+    this.closed = this.quantiles();
+    this.monitor.reset();
+  }
+
+  quantiles() {
+    const m = this.monitor;
+    if (m.count === 0) return null;
+    // The histogram holds the time between the monitor's ticks (ns), its resolution included: a loop
+    // that is never late reads 10 ms. The delay is what is over the resolution.
+    return [['0.5', m.percentile(50)], ['0.9', m.percentile(90)], ['0.99', m.percentile(99)], ['1', m.max]]
+      .map(([q, ns]) => [q, Math.max(0, ns - this.resolutionNs) / 1e9]);
+  }
+
+  lines() {
+    const got = this.closed || this.quantiles();
+    return got ? got.map(([q, v]) => `${this.name}{quantile="${q}"} ${fmt(v)}`) : [];
+  }
+
+  stop() {
+    clearInterval(this.timer);
+    this.monitor.disable();
   }
 }
 
@@ -129,7 +173,9 @@ function createMetrics() {
     replicaRpc: r.add(new Counter('gateway_replica_rpc_total', 'Requests to other gateway replicas by method and result', true)),
     replicaRpcLatency: r.add(new Histogram('gateway_replica_rpc_seconds', 'Request to another gateway replica until its answer',
       LATENCY_BUCKETS_S)),
+    loopDelay: r.add(new LoopDelay('gateway_event_loop_delay_seconds',
+      'How late the event loop ran timers, quantiles over the last complete 10 s window')),
   };
 }
 
-module.exports = { createMetrics, Registry, Counter, Gauge, Histogram };
+module.exports = { createMetrics, Registry, Counter, Gauge, Histogram, LoopDelay };

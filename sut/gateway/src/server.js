@@ -177,6 +177,7 @@ class Gateway {
     this.io.close(); // disconnects sockets: peers leave, rooms close
     if (this.signaling) this.signaling.close();
     this.pool.close();
+    this.metrics.loopDelay.stop();
     this.rpc.close();
     await this.coordination.close();
     await new Promise((resolve) => this.http.close(() => resolve()));

@@ -7,7 +7,7 @@ const { parseRtp, buildRtp, isRtcp, seqDelta } = require('../src/rtp');
 const { encodeWav, decodeWav, resampleLinear } = require('../src/wav');
 const { Vad, rmsDbfs } = require('../src/vad');
 const { buildConfig, ConfigError } = require('../src/config');
-const { Registry, Counter, Histogram } = require('../src/metrics');
+const { Registry, Counter, Histogram, LoopDelay } = require('../src/metrics');
 
 test('RTP: parse skips CSRCs, the 0xBEDE extension block and padding', () => {
   const payload = Buffer.from([0xde, 0xad, 0xbe, 0xef]);
@@ -95,6 +95,31 @@ test('VAD: maxUtteranceMs cuts, then the next voiced frame starts a new utteranc
   assert.equal(got.length, 2);
   assert.equal(got[1].speechStartMs, 200);
   assert.equal(got[1].reason, 'idle');
+});
+
+test('metrics: event-loop delay quantiles, live until a window closes, then the closed window', async () => {
+  // 20 ms between the monitor's ticks: an on-time tick reads ~0, not 20 ms (the resolution is not delay).
+  const delay = new LoopDelay('loop_delay_seconds', 'loop delay', { windowMs: 3600e3, resolutionMs: 20 });
+  const wait = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+  try {
+    await wait(130); // the first tick starts the monitor's clock; ~5 on-time ticks follow
+    const until = performance.now() + 100;
+    while (performance.now() < until); // hold the loop: the next tick is ~80 ms late
+    await wait(30); // let that late tick happen and be recorded
+    const live = delay.lines();
+    assert.deepEqual(live.map((l) => l.split(' ')[0]), ['0.5', '0.9', '0.99', '1'].map((q) => `loop_delay_seconds{quantile="${q}"}`));
+    const [p50, , , max] = live.map((l) => Number(l.split(' ')[1]));
+    assert.ok(p50 < 0.01, `p50 ${p50} s: the on-time ticks`);
+    assert.ok(max >= 0.06 && max < 5, `max ${max} s: the held loop`);
+    delay.roll();
+    assert.equal(delay.monitor.count, 0); // the next window starts empty
+    assert.deepEqual(delay.lines(), live); // and the closed one is what a scrape reads
+    const r = new Registry();
+    r.add(delay);
+    assert.match(r.render(), /^# TYPE loop_delay_seconds gauge$/m);
+  } finally {
+    delay.stop();
+  }
 });
 
 test('config: defaults, validation errors name the key', () => {
