@@ -7,7 +7,10 @@ every reader sees the same figure). A bench window of 10 s or more holds that wi
 
 from __future__ import annotations
 
+import sys
 import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
 
 LOOP_DELAY = "gateway_event_loop_delay_seconds"
 
@@ -21,24 +24,32 @@ def scrape(url: str, timeout_s: float = 2.0) -> str | None:
         return None
 
 
-def sample(text: str, name: str, labels: str = "") -> float | None:
-    """The value of the series ``name`` (``name{labels}`` when labels are given, as the gateway writes
-    them: ``quantile="0.99"``); None when absent."""
-    key = f"{name}{{{labels}}} " if labels else f"{name} "
-    for line in text.splitlines():
-        if line.startswith(key):
-            return float(line.split()[-1])
+def sample(text: str, name: str, labels: dict[str, str] | None = None) -> float | None:
+    """The value of the series ``name`` with exactly ``labels`` (none by default); None when absent.
+    A body that is not Prometheus text raises ValueError."""
+    want = labels or {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and s.labels == want:
+                return float(s.value)
     return None
 
 
-def metric(url: str, name: str, labels: str = "") -> float | None:
-    """One sample of a gateway's /metrics (None when absent or unreachable)."""
+def metric(url: str, name: str, labels: dict[str, str] | None = None) -> float | None:
+    """One sample of a gateway's /metrics (None when absent, unreachable or unreadable: a bench reading
+    it on the side must not lose the figures it measured; an unreadable body is said on stderr)."""
     text = scrape(url)
-    return None if text is None else sample(text, name, labels)
+    if text is None:
+        return None
+    try:
+        return sample(text, name, labels)
+    except ValueError as exc:
+        print(f"{url}/metrics is not Prometheus text ({exc}): {name} not read", file=sys.stderr)
+        return None
 
 
 def loop_delay_p99_ms(urls: tuple[str, ...]) -> float | None:
     """The worst replica's event-loop delay p99 (ms) over its last 10-s window; None if none says."""
-    got = [metric(u, LOOP_DELAY, 'quantile="0.99"') for u in urls]
+    got = [metric(u, LOOP_DELAY, {"quantile": "0.99"}) for u in urls]
     known = [1000.0 * v for v in got if v is not None]
     return max(known) if known else None

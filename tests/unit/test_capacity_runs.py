@@ -102,7 +102,9 @@ def test_gateway_samples_are_read_by_name_and_labels() -> None:
     text = (f"# TYPE {LOOP_DELAY} gauge\n{LOOP_DELAY}{{quantile=\"0.5\"}} 0.0101\n"
             f"{LOOP_DELAY}{{quantile=\"0.99\"}} 0.0213\n"
             "gateway_pipelines 12\ngateway_pipelines_total 99\n")
-    assert sample(text, LOOP_DELAY, 'quantile="0.99"') == 0.0213
+    assert sample(text, LOOP_DELAY, {"quantile": "0.99"}) == 0.0213
     assert sample(text, "gateway_pipelines") == 12.0  # not the _total series that shares the prefix
     assert sample(text, LOOP_DELAY) is None  # the family has labelled series only
-    assert sample(text, LOOP_DELAY, 'quantile="0.9"') is None
+    assert sample(text, LOOP_DELAY, {"quantile": "0.9"}) is None
+    with pytest.raises(ValueError):
+        sample("gateway_pipelines twelve\n", "gateway_pipelines")

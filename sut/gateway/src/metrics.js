@@ -62,7 +62,7 @@ class Gauge {
  */
 class LoopDelay {
   constructor(name, help, { windowMs = 10000, resolutionMs = 10 } = {}) {
-    Object.assign(this, { name, help, type: 'gauge', windowMs, resolutionNs: resolutionMs * 1e6 });
+    Object.assign(this, { name, help, type: 'gauge', resolutionNs: resolutionMs * 1e6 });
     this.monitor = monitorEventLoopDelay({ resolution: resolutionMs });
     this.monitor.enable();
     this.closed = null; // the last complete window's quantiles (seconds)
