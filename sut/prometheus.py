@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 from sut.config import StackConfig
 
@@ -19,6 +21,7 @@ BINARY = "prometheus"
 PACKAGE = "prometheus"
 SERVICE_JOBS = ("stt", "translation", "tts")
 TESTER_JOB = "tester"
+_LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never an *_proxy of the env
 
 
 class PrometheusError(RuntimeError):
@@ -87,3 +90,24 @@ def argv(config: StackConfig, state_dir: Path) -> list[str]:
         f"--web.listen-address={_address(config.host, config.prometheus.port)}",
         "--log.level=warn",
     ]
+
+
+def unscraped(targets: list[dict[str, Any]], jobs: dict[str, list[str]]) -> list[str]:
+    """What Prometheus has not scraped once yet, of `jobs` (job -> targets), from its active targets:
+    "job instance" per target still "unknown" or not found yet. Up or down does not matter here: a
+    started stack's Prometheus has begun its work; whether each target is up is the preflight's."""
+    seen = {(str(t.get("labels", {}).get("job")), str(t.get("labels", {}).get("instance"))): t.get("health")
+            for t in targets}
+    return [f"{job} {instance}" for job, instances in jobs.items() for instance in instances
+            if seen.get((job, instance), "unknown") == "unknown"]
+
+
+def read_targets(config: StackConfig, timeout_s: float = 2.0) -> list[dict[str, Any]] | None:
+    """Prometheus's active targets, or None while its API does not answer."""
+    url = f"{base_url(config)}/api/v1/targets?state=active"
+    try:
+        with _LOOPBACK.open(url, timeout=timeout_s) as r:
+            targets: list[dict[str, Any]] = json.loads(r.read()).get("data", {}).get("activeTargets", [])
+    except (OSError, ValueError):
+        return None
+    return targets

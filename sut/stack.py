@@ -129,7 +129,8 @@ class ReferenceStack:
 
     # -- start -------------------------------------------------------------------------------------
     def start(self, timeout_s: float = 90) -> StackInfo:
-        """Start services, gateway and proxy; return once /health answers through the proxy."""
+        """Start services, gateway and proxy; return once /health answers through the proxy (and, with
+        Prometheus, once it scraped each of its targets)."""
         deadline = time.monotonic() + timeout_s
         self._refuse_if_running()
         self._check_ports()
@@ -139,6 +140,8 @@ class ReferenceStack:
         try:
             self._spawn_all(worker_bin, info, deadline)
             self._wait_healthy(info, deadline)
+            if self.config.prometheus.enabled:
+                self._wait_first_scrapes(deadline)
         except BaseException:
             self.stop()
             raise
@@ -297,6 +300,21 @@ class ReferenceStack:
             if time.monotonic() >= deadline:
                 raise StackError(self._failure(record, f"not healthy at {record.health_url} in time"))
             time.sleep(procs.POLL_S)  # polling another process's readiness: it cannot notify us
+
+    def _wait_first_scrapes(self, deadline: float) -> None:
+        # Ready (/-/ready) is before its targets are discovered and scraped: a preflight or a dashboard
+        # right after `stack up` would read no targets, or "unknown" ones.
+        jobs = prom.scrape_jobs(self.config, enabled_services(self.config))
+        while True:
+            self._fail_if_any_exited()
+            targets = prom.read_targets(self.config)
+            pending = prom.unscraped(targets or [], jobs)
+            if not pending:
+                return
+            if time.monotonic() >= deadline:
+                raise StackError(f"Prometheus did not scrape {', '.join(pending)} in time "
+                                 f"(see {self.state_dir / 'prometheus.log'})")
+            time.sleep(procs.POLL_S)  # polling another process's state: it cannot notify us
 
     def _fail_if_any_exited(self) -> None:
         for record in self._records:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import time
 import uuid
@@ -16,6 +17,11 @@ from loadtest.preflight.checks_http import STANDALONE_HINT
 from loadtest.preflight.config import PrometheusTarget, RedisTarget
 from loadtest.preflight.context import AuditContext
 from loadtest.preflight.model import CheckFailed, Verdict, describe_error, short
+
+UNSCRAPED = "unknown"  # Prometheus's health of a target before its first scrape
+FIRST_SCRAPE_MARGIN_S = 1.0  # of the check's timeout, kept for the metric queries after the wait
+FIRST_SCRAPE_POLL_S = 0.25
+_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 
 
 def _ms(t0: float) -> float:
@@ -141,34 +147,67 @@ async def check_redis(ctx: AuditContext, target: RedisTarget) -> Verdict:
 
 # --------------------------------------------------------------------------- Prometheus
 
+def _job(target: dict[str, Any]) -> str:
+    return str(target.get("labels", {}).get("job", "?"))
+
+
 def judge_targets(targets: list[dict[str, Any]], jobs: tuple[str, ...],
                   optional: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
     """(problems, facts) of Prometheus's active targets: every target up (an optional job's may be
-    down: a fact, not a problem), every expected job present."""
+    down: a fact, not a problem), every expected job present. Another job's target not scraped yet
+    (health "unknown") is neither: `unscraped` names it."""
     problems: list[str] = []
     optional_down: list[str] = []
     by_job: dict[str, list[dict[str, Any]]] = {}
     for t in targets:
-        by_job.setdefault(str(t.get("labels", {}).get("job", "?")), []).append(t)
+        by_job.setdefault(_job(t), []).append(t)
     for job in jobs:
         if job not in by_job:
             problems.append(f"no target for job '{job}' (0 replicas scraped)")
     for job, items in sorted(by_job.items()):
         for t in items:
-            if t.get("health") != "up" and job in optional:
-                optional_down.append(f"{job} {t.get('health')} (optional)")
-            elif t.get("health") != "up":
+            health = t.get("health")
+            if health == "up" or (health == UNSCRAPED and job not in optional):
+                continue
+            if job in optional:
+                optional_down.append(f"{job} {health} (optional)")
+            else:
                 instance = t.get("labels", {}).get("instance", "?")
                 error = short(str(t.get("lastError", "")), 60)
-                problems.append(f"{job} {instance} {t.get('health')}: {error}")
+                problems.append(f"{job} {instance} {health}: {error}")
     up = sum(1 for t in targets if t.get("health") == "up")
     return problems, [f"{up}/{len(targets)} targets up", f"jobs {', '.join(sorted(by_job)) or 'none'}",
                       *optional_down]
 
 
-async def check_prometheus(ctx: AuditContext, target: PrometheusTarget) -> Verdict:
-    t0 = time.monotonic()
-    base = target.url.rstrip("/")
+def unscraped(targets: list[dict[str, Any]], optional: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The targets, outside the optional jobs, that Prometheus has not scraped yet (it just started,
+    or just found them)."""
+    return [t for t in targets if t.get("health") == UNSCRAPED and _job(t) not in optional]
+
+
+def describe_unscraped(targets: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{_job(t)} {t.get('labels', {}).get('instance', '?')} "
+                     f"(every {t.get('scrapeInterval', '?')})" for t in targets)
+
+
+def duration_s(text: str) -> float | None:
+    """Seconds of a Prometheus duration ("500ms", "15s", "1m30s"); None if it is not one."""
+    parts = re.findall(r"(\d+)(ms|y|w|d|h|m|s)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    return sum(int(n) * _UNIT_S[u] for n, u in parts)
+
+
+def first_scrape_wait_s(pending: list[dict[str, Any]], budget_s: float) -> float:
+    """How long to wait for the first scrape of `pending`: twice their longest scrape interval
+    (Prometheus spreads first scrapes over one), within `budget_s`."""
+    intervals = [duration_s(str(t.get("scrapeInterval", ""))) for t in pending]
+    longest = max((i for i in intervals if i is not None), default=budget_s)
+    return max(0.0, min(2 * longest, budget_s))
+
+
+async def read_targets(ctx: AuditContext, base: str) -> list[dict[str, Any]]:
     try:
         resp, body = await ctx.get(f"{base}/api/v1/targets?state=active")
     except Exception as exc:
@@ -176,8 +215,31 @@ async def check_prometheus(ctx: AuditContext, target: PrometheusTarget) -> Verdi
                           "is Prometheus running (replicas > 0)?") from None
     if resp.status != 200:
         raise CheckFailed(f"HTTP {resp.status} from {base}/api/v1/targets", "is this a Prometheus API URL?")
-    targets = json.loads(body).get("data", {}).get("activeTargets", [])
+    targets: list[dict[str, Any]] = json.loads(body).get("data", {}).get("activeTargets", [])
+    return targets
+
+
+async def settled_targets(ctx: AuditContext, base: str, optional: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The active targets once each was scraped at least once, or as they are when the wait (bounded
+    by the check's own timeout) ends. A Prometheus just started reports its targets "unknown" for up
+    to one scrape interval: judging them then would fail a healthy deployment."""
+    t0 = time.monotonic()
+    targets = await read_targets(ctx, base)
+    budget = ctx.config.timeout_s - FIRST_SCRAPE_MARGIN_S
+    deadline = t0 + first_scrape_wait_s(unscraped(targets, optional), budget)
+    while unscraped(targets, optional) and time.monotonic() < deadline:
+        # Polling another process's state over HTTP: Prometheus has no event to await.
+        await asyncio.sleep(min(FIRST_SCRAPE_POLL_S, max(0.0, deadline - time.monotonic())))
+        targets = await read_targets(ctx, base)
+    return targets
+
+
+async def check_prometheus(ctx: AuditContext, target: PrometheusTarget) -> Verdict:
+    t0 = time.monotonic()
+    base = target.url.rstrip("/")
+    targets = await settled_targets(ctx, base, target.optional_jobs)
     problems, facts = judge_targets(targets, target.jobs, target.optional_jobs)
+    pending = unscraped(targets, target.optional_jobs)
 
     async def present(metric: str) -> bool:
         query = quote(f'count({{__name__="{metric}"}})')
@@ -191,7 +253,12 @@ async def check_prometheus(ctx: AuditContext, target: PrometheusTarget) -> Verdi
     if target.metrics:
         facts.append(f"{len(target.metrics) - len(missing)}/{len(target.metrics)} expected metrics present")
     line = " · ".join(facts) + f" · {_ms(t0):.0f} ms"
+    waiting = f"not scraped yet: {describe_unscraped(pending)}"
     if problems:
-        raise CheckFailed("; ".join(problems) + f" ({line})",
+        raise CheckFailed("; ".join([*problems, *([waiting] if pending else [])]) + f" ({line})",
                           "fix the scrape targets before trusting dashboards")
+    if pending:
+        return Verdict("warn", f"{waiting} ({line})",
+                       "Prometheus has not scraped these since it started or found them: run again "
+                       "after one scrape interval")
     return Verdict("ok", line)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import time
 from pathlib import Path
 from unittest import mock
 
@@ -203,9 +204,35 @@ def test_prometheus_targets_verdict() -> None:
     assert facts[0] == "1/2 targets up"
 
 
-async def prometheus_stub(targets: list[dict[str, object]], series: set[str]) -> web.AppRunner:
+def test_targets_not_scraped_yet_are_pending_not_down() -> None:
+    targets = [{"labels": {"job": "gateway", "instance": "gw:3000"}, "health": "up"},
+               {"labels": {"job": "traefik", "instance": "proxy:8080"}, "health": "unknown",
+                "scrapeInterval": "15s", "lastError": ""},
+               {"labels": {"job": "tester", "instance": "t:9646"}, "health": "unknown"}]
+    problems, facts = checks_backends.judge_targets(targets, ("gateway", "traefik"), ("tester",))
+    assert problems == [] and "tester unknown (optional)" in facts
+    pending = checks_backends.unscraped(targets, ("tester",))
+    assert [t["labels"]["job"] for t in pending] == ["traefik"]
+    assert checks_backends.describe_unscraped(pending) == "traefik proxy:8080 (every 15s)"
+    assert checks_backends.first_scrape_wait_s(pending, 4.0) == 4.0  # two intervals, within the budget
+    assert checks_backends.first_scrape_wait_s(
+        [{"scrapeInterval": "500ms"}, {"scrapeInterval": "1s"}], 4.0) == 2.0
+    assert checks_backends.first_scrape_wait_s([], 4.0) == 4.0 and checks_backends.first_scrape_wait_s(
+        [{"scrapeInterval": "1s"}], -1.0) == 0.0
+    assert [checks_backends.duration_s(d) for d in ("500ms", "15s", "1m30s", "2h", "15", "1x", "")] == [
+        0.5, 15, 90, 7200, None, None, None]
+
+
+async def prometheus_stub(targets: list[dict[str, object]], series: set[str],
+                          later: list[dict[str, object]] | None = None, after: int = 0) -> web.AppRunner:
+    """A Prometheus API serving `targets`, or `later` from read number `after` + 1 on."""
+    reads = 0
+
     async def api_targets(_: web.Request) -> web.Response:
-        return web.json_response({"status": "success", "data": {"activeTargets": targets}})
+        nonlocal reads
+        reads += 1
+        active = later if later is not None and reads > after else targets
+        return web.json_response({"status": "success", "data": {"activeTargets": active}})
 
     async def api_query(request: web.Request) -> web.Response:
         name = request.query["query"].split('"')[1]
@@ -243,6 +270,42 @@ async def test_prometheus_check_against_its_api() -> None:
             await checks_backends.check_prometheus(ctx, PrometheusTarget(f"http://127.0.0.1:{port}"))
     finally:
         await ctx.close()
+
+
+async def test_prometheus_check_waits_for_a_first_scrape_within_its_timeout() -> None:
+    up = {"labels": {"job": "gateway", "instance": "gw:3000"}, "health": "up", "scrapeInterval": "200ms"}
+    fresh = {"labels": {"job": "traefik", "instance": "proxy:8080"}, "health": "unknown",
+             "scrapeInterval": "200ms"}
+    scraped = {**fresh, "health": "up"}
+    ctx = AuditContext.open(config_for_target("https://localhost:1"))
+    runner = await prometheus_stub([up, fresh], set(), later=[up, scraped], after=2)
+    try:
+        target = PrometheusTarget(f"http://127.0.0.1:{runner.addresses[0][1]}", ("gateway",))
+        verdict = await checks_backends.check_prometheus(ctx, target)
+        assert verdict.status == "ok" and "2/2 targets up" in verdict.evidence
+    finally:
+        await runner.cleanup()
+    runner = await prometheus_stub([up, fresh], set())  # never scraped: said, not failed
+    try:
+        target = PrometheusTarget(f"http://127.0.0.1:{runner.addresses[0][1]}", ("gateway",))
+        t0 = time.monotonic()
+        verdict = await checks_backends.check_prometheus(ctx, target)
+        assert verdict.status == "warn"
+        assert "not scraped yet: traefik proxy:8080 (every 200ms)" in verdict.evidence
+        assert 0.4 <= time.monotonic() - t0 < ctx.config.timeout_s  # two intervals waited, within the check
+        down = {**up, "health": "down", "lastError": "refused"}
+        stub_down = await prometheus_stub([down, fresh], set())
+        try:
+            target = PrometheusTarget(f"http://127.0.0.1:{stub_down.addresses[0][1]}", ("gateway",))
+            with pytest.raises(CheckFailed) as caught:
+                await checks_backends.check_prometheus(ctx, target)
+            assert "gateway gw:3000 down: refused" in caught.value.evidence
+            assert "not scraped yet: traefik" in caught.value.evidence
+        finally:
+            await stub_down.cleanup()
+    finally:
+        await ctx.close()
+        await runner.cleanup()
 
 
 def test_certificate_fixture_is_pem(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """[prometheus] in a stack config: parsed, shifted with the port offset, a prometheus.yml promtool accepts;
-the preflight's Prometheus check lets the tester's job be down; the services' /metrics text."""
+the preflight's Prometheus check lets the tester's job be down; the services' /metrics text; what a
+starting stack waits for (each target scraped once)."""
 
 from __future__ import annotations
 
@@ -62,6 +63,17 @@ def test_preflight_audits_the_stacks_prometheus_with_the_tester_optional(tmp_pat
     assert problems == [] and "tester down (optional)" in facts
     problems, _ = judge_targets(targets, ("gateway",))
     assert problems and "tester" in problems[0]
+
+
+def test_a_stack_waits_until_each_target_was_scraped_once() -> None:
+    jobs = {"gateway": ["127.0.0.1:3000", "127.0.0.1:3001"], "traefik": ["127.0.0.1:8080"]}
+    gw0 = {"labels": {"job": "gateway", "instance": "127.0.0.1:3000"}, "health": "up"}
+    gw1 = {"labels": {"job": "gateway", "instance": "127.0.0.1:3001"}, "health": "down"}
+    fresh = {"labels": {"job": "traefik", "instance": "127.0.0.1:8080"}, "health": "unknown"}
+    assert prom.unscraped([], jobs) == ["gateway 127.0.0.1:3000", "gateway 127.0.0.1:3001",
+                                              "traefik 127.0.0.1:8080"]  # not discovered yet
+    assert prom.unscraped([gw0, gw1, fresh], jobs) == ["traefik 127.0.0.1:8080"]
+    assert prom.unscraped([gw0, gw1, {**fresh, "health": "up"}], jobs) == []  # down is scraped
 
 
 def test_services_serve_their_pool_as_prometheus_text() -> None:
