@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import urllib.request
 from pathlib import Path
 from typing import Any
 
+from sut import procs
 from sut.config import StackConfig
 
 BINARY = "prometheus"
 PACKAGE = "prometheus"
 SERVICE_JOBS = ("stt", "translation", "tts")
 TESTER_JOB = "tester"
-_LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never an *_proxy of the env
 
 
 class PrometheusError(RuntimeError):
@@ -102,12 +101,11 @@ def unscraped(targets: list[dict[str, Any]], jobs: dict[str, list[str]]) -> list
             if seen.get((job, instance), "unknown") == "unknown"]
 
 
-def read_targets(config: StackConfig, timeout_s: float = 2.0) -> list[dict[str, Any]] | None:
+def read_targets(config: StackConfig) -> list[dict[str, Any]] | None:
     """Prometheus's active targets, or None while its API does not answer."""
-    url = f"{base_url(config)}/api/v1/targets?state=active"
-    try:
-        with _LOOPBACK.open(url, timeout=timeout_s) as r:
-            targets: list[dict[str, Any]] = json.loads(r.read()).get("data", {}).get("activeTargets", [])
-    except (OSError, ValueError):
+    doc = procs.probe_health(f"{base_url(config)}/api/v1/targets?state=active")
+    if doc is None:
         return None
-    return targets
+    data = doc.get("data")
+    targets = data.get("activeTargets") if isinstance(data, dict) else None
+    return targets if isinstance(targets, list) else []

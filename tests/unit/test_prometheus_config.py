@@ -71,7 +71,7 @@ def test_a_stack_waits_until_each_target_was_scraped_once() -> None:
     gw1 = {"labels": {"job": "gateway", "instance": "127.0.0.1:3001"}, "health": "down"}
     fresh = {"labels": {"job": "traefik", "instance": "127.0.0.1:8080"}, "health": "unknown"}
     assert prom.unscraped([], jobs) == ["gateway 127.0.0.1:3000", "gateway 127.0.0.1:3001",
-                                              "traefik 127.0.0.1:8080"]  # not discovered yet
+                                        "traefik 127.0.0.1:8080"]  # not discovered yet
     assert prom.unscraped([gw0, gw1, fresh], jobs) == ["traefik 127.0.0.1:8080"]
     assert prom.unscraped([gw0, gw1, {**fresh, "health": "up"}], jobs) == []  # down is scraped
 
